@@ -1,0 +1,257 @@
+"""The agent's entry point: accept connections and serve one request on each."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import files, protocol
+from .commands import CommandTable, User, now_ms
+
+CMD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+Handler = Callable[["Connection", dict[str, Any]], None]
+
+
+def _field(request: dict[str, Any], name: str, kind: type, *, default: Any = None) -> Any:
+    value = request.get(name, default)
+    if value is None and default is None and name not in request:
+        raise protocol.AgentError(protocol.BAD_REQUEST, f"missing field {name!r}")
+    wrong_type = value is not None and not isinstance(value, kind)
+    if wrong_type or (isinstance(value, bool) and kind is int):
+        raise protocol.AgentError(protocol.BAD_REQUEST, f"field {name!r} must be {kind.__name__}")
+    return value
+
+
+def _optional(request: dict[str, Any], name: str, kind: type) -> Any:
+    if request.get(name) is None:
+        return None
+    return _field(request, name, kind)
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "\0" not in k + v for k, v in value.items()
+    ):
+        raise protocol.AgentError(protocol.BAD_REQUEST, f"{name} must map strings to strings")
+    return value
+
+
+class Agent:
+    def __init__(self, user: User, workdir: str) -> None:
+        self.user = user
+        self.workdir = workdir
+        self.started_at_ms = now_ms()
+        self.commands = CommandTable(user, workdir)
+        self.handlers: dict[str, Handler] = {
+            "hello": self.op_hello,
+            "exec": self.op_exec,
+            "logs": self.op_logs,
+            "wait": self.op_wait,
+            "status": self.op_status,
+            "list": self.op_list,
+            "signal": self.op_signal,
+            "stdin": self.op_stdin,
+            "write_tar": self.op_write_tar,
+            "read_file": self.op_read_file,
+            "mkdir": self.op_mkdir,
+            "stat": self.op_stat,
+            "listdir": self.op_listdir,
+            "remove": self.op_remove,
+            "rename": self.op_rename,
+            "sync": self.op_sync,
+        }
+
+    def path(self, request: dict[str, Any], name: str = "path") -> str:
+        return files.resolve(request.get(name), request.get("cwd"), self.workdir)
+
+    # -- operations ---------------------------------------------------------
+
+    def op_hello(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json(
+            {
+                "ok": True,
+                "protocol": protocol.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "started_at_ms": self.started_at_ms,
+                "user": self.user.name,
+                "workdir": self.workdir,
+            }
+        )
+
+    def op_exec(self, conn: Connection, request: dict[str, Any]) -> None:
+        cmd_id = _field(request, "cmd_id", str)
+        if not CMD_ID.fullmatch(cmd_id):
+            raise protocol.AgentError(protocol.BAD_REQUEST, f"cmd_id must match {CMD_ID.pattern}")
+        argv = _field(request, "argv", list)
+        if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise protocol.AgentError(protocol.BAD_REQUEST, "argv must be a non-empty list of strings")
+        cwd = _optional(request, "cwd", str)
+        if cwd is not None:
+            cwd = files.resolve(cwd, None, self.workdir)
+        timeout_ms = _optional(request, "timeout_ms", int)
+        if timeout_ms is not None and timeout_ms <= 0:
+            raise protocol.AgentError(protocol.BAD_REQUEST, "timeout_ms must be positive")
+        command = self.commands.spawn(
+            cmd_id,
+            argv,
+            cwd=cwd,
+            env=_string_map(request.get("env"), "env"),
+            user_name=_field(request, "user", str, default="default"),
+            timeout_ms=timeout_ms,
+            with_stdin=bool(_field(request, "stdin", bool, default=False)),
+        )
+        conn.send_json(
+            {"ok": True, "cmd_id": cmd_id, "pid": command.pid, "started_at_ms": command.started_at_ms}
+        )
+
+    def op_logs(self, conn: Connection, request: dict[str, Any]) -> None:
+        cmd_id = _field(request, "cmd_id", str)
+        chunks = self.commands.follow(cmd_id)
+        conn.send_json({"ok": True})
+        for kind, data in chunks:
+            conn.send(protocol.encode_frame(kind, data))
+        command = self.commands.wait(cmd_id)
+        conn.send_json(
+            {
+                "exit_code": command.exit_code,
+                "duration_ms": command.duration_ms,
+                "dropped_bytes": command.dropped_bytes,
+            }
+        )
+
+    def op_wait(self, conn: Connection, request: dict[str, Any]) -> None:
+        command = self.commands.wait(_field(request, "cmd_id", str))
+        conn.send_json({"ok": True, "exit_code": command.exit_code, "duration_ms": command.duration_ms})
+
+    def op_status(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json({"ok": True, "command": self.commands.describe(_field(request, "cmd_id", str))})
+
+    def op_list(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json({"ok": True, "commands": self.commands.list()})
+
+    def op_signal(self, conn: Connection, request: dict[str, Any]) -> None:
+        signum = _field(request, "signal", int)
+        if signum not in {s.value for s in signal.Signals}:
+            raise protocol.AgentError(protocol.BAD_REQUEST, f"unknown signal {signum}")
+        self.commands.signal(_field(request, "cmd_id", str), signum)
+        conn.send_json({"ok": True})
+
+    def op_stdin(self, conn: Connection, request: dict[str, Any]) -> None:
+        cmd_id = _field(request, "cmd_id", str)
+        self.commands.get(cmd_id)
+        conn.send_json({"ok": True})
+        total = 0
+        while (data := conn.read_data()) is not None:
+            self.commands.write_stdin(cmd_id, data)
+            total += len(data)
+        self.commands.close_stdin(cmd_id)
+        conn.send_json({"ok": True, "bytes": total})
+
+    def op_write_tar(self, conn: Connection, request: dict[str, Any]) -> None:
+        root = files.resolve(_field(request, "root", str), None, self.workdir)
+        owner = self.commands.user_for(_field(request, "user", str, default="default"))
+        conn.send_json({"ok": True})
+        with files.spool(conn.read_data) as archive:
+            entries = files.extract(archive, root, owner)
+        conn.send_json({"ok": True, "entries": entries})
+
+    def op_read_file(self, conn: Connection, request: dict[str, Any]) -> None:
+        st, chunks = files.read_file(self.path(request))
+        conn.send_json({"ok": True, "size": st.st_size, "mode": st.st_mode & 0o7777})
+        for data in chunks:
+            conn.send(protocol.encode_frame(protocol.DATA, data))
+        conn.send(protocol.encode_frame(protocol.END))
+
+    def op_mkdir(self, conn: Connection, request: dict[str, Any]) -> None:
+        owner = self.commands.user_for(_field(request, "user", str, default="default"))
+        parents = bool(_field(request, "parents", bool, default=False))
+        files.mkdir(self.path(request), parents=parents, owner=owner)
+        conn.send_json({"ok": True})
+
+    def op_stat(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json({"ok": True, "stat": files.stat_path(self.path(request))})
+
+    def op_listdir(self, conn: Connection, request: dict[str, Any]) -> None:
+        conn.send_json({"ok": True, "entries": files.listdir(self.path(request))})
+
+    def op_remove(self, conn: Connection, request: dict[str, Any]) -> None:
+        recursive = bool(_field(request, "recursive", bool, default=False))
+        files.remove(self.path(request), recursive=recursive)
+        conn.send_json({"ok": True})
+
+    def op_rename(self, conn: Connection, request: dict[str, Any]) -> None:
+        files.rename(self.path(request, "src"), self.path(request, "dst"))
+        conn.send_json({"ok": True})
+
+    def op_sync(self, conn: Connection, request: dict[str, Any]) -> None:
+        os.sync()
+        conn.send_json({"ok": True})
+
+    # -- serving ------------------------------------------------------------
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        conn = Connection(sock)
+        try:
+            request = conn.read_json()
+            op = request.get("op")
+            handler = self.handlers.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise protocol.AgentError(protocol.BAD_REQUEST, f"unknown op {op!r}")
+            handler(conn, request)
+        except protocol.AgentError as exc:
+            conn.try_send_json(exc.to_json())
+        except (protocol.ProtocolError, ConnectionError):
+            pass  # the client went away or spoke garbage; nothing to answer
+        except Exception as exc:  # keep PID 1 alive whatever one request does
+            conn.try_send_json(protocol.AgentError(protocol.IO_ERROR, f"agent error: {exc!r}").to_json())
+        finally:
+            conn.close()
+
+    def serve_forever(self, listener: socket.socket) -> None:
+        while True:
+            sock, _ = listener.accept()
+            threading.Thread(target=self.serve_connection, args=(sock,), daemon=True).start()
+
+
+class Connection(protocol.FramedSocket):
+    def read_data(self) -> bytes | None:
+        """The next `D` frame's bytes, or None at `E`."""
+        kind, payload = self.read_frame()
+        if kind == protocol.END:
+            return None
+        if kind != protocol.DATA:
+            raise protocol.ProtocolError(f"expected data, got frame {kind!r}")
+        return payload
+
+    def try_send_json(self, message: dict[str, Any]) -> None:
+        try:
+            self.send_json(message)
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ember-agent")
+    parser.add_argument("--user", required=True, help="the image's default user")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--listen-fd", type=int, default=3)
+    args = parser.parse_args(argv)
+    listener = socket.socket(fileno=args.listen_fd)
+    os.set_inheritable(listener.fileno(), False)
+    agent = Agent(User.lookup(args.user), args.workdir)
+
+    def stop(signum: int, _frame: object) -> None:
+        agent.commands.terminate_all()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.serve_forever(listener)

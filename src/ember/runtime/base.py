@@ -1,0 +1,121 @@
+"""The Runtime protocol: what every isolation technology offers the control plane.
+
+A runtime turns a `SessionSpec` into a running session whose agent is
+reachable, and back. Runtimes know nothing about HTTP or the store. The
+filesystem of a session is a stack: the base image, then snapshot layers
+(bottom to top), then one writable layer owned by the session. Stopping keeps
+the writable layer; `freeze` publishes it as a new read-only layer whose
+parent is the session's top layer; `discard` throws it away.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .agent_client import AgentClient
+
+MEMORY_MIB_PER_VCPU = 2048
+
+
+class EmberRuntimeError(Exception):
+    """Base of runtime failures; `control` translates these at its boundary."""
+
+
+class SessionStartError(EmberRuntimeError):
+    """A session could not be started; nothing of it is left behind."""
+
+
+class SessionNotFoundError(EmberRuntimeError):
+    """The runtime has no session with that id."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: float = 1
+    memory_mib: int | None = None  # default: MEMORY_MIB_PER_VCPU per vCPU
+    disk_mib: int = 10 * 1024  # size limit of the session's writable layer
+    pids_max: int = 2048
+
+    @property
+    def memory_limit_mib(self) -> int:
+        return self.memory_mib or int(MEMORY_MIB_PER_VCPU * self.vcpus)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    session_id: str
+    image_id: str
+    top_layer: str | None = None  # newest snapshot layer; its ancestors stack below
+    resources: Resources = field(default_factory=Resources)
+    env: Mapping[str, str] = field(default_factory=dict)
+    hostname: str = "sandbox"
+    netns_path: str | None = None  # join this network namespace instead of a new one
+
+
+class SessionStatus(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # no processes; the writable layer is still there
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    runtime: str
+    status: SessionStatus
+    started_at_ms: int
+    user: str
+    cwd: str
+    spec: SessionSpec
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    cpu_ms: int
+    memory_bytes: int
+    memory_peak_bytes: int
+    pids: int
+    disk_used_bytes: int
+
+
+@dataclass(frozen=True)
+class FrozenLayer:
+    layer_id: str
+    parent: str | None
+    size_bytes: int
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self, spec: SessionSpec) -> SessionInfo:
+        """Start a session and return once its agent answers."""
+        ...
+
+    def agent(self, session_id: str) -> AgentClient:
+        """The client of a running session's agent."""
+        ...
+
+    async def stop(self, session_id: str) -> None:
+        """End every process of the session; keep its writable layer. Idempotent."""
+        ...
+
+    async def freeze(self, session_id: str, layer_id: str) -> FrozenLayer:
+        """Publish a stopped session's writable layer as read-only layer `layer_id`."""
+        ...
+
+    async def discard(self, session_id: str) -> None:
+        """Delete a stopped session's writable layer and everything else it left."""
+        ...
+
+    async def info(self, session_id: str) -> SessionInfo:
+        ...
+
+    async def usage(self, session_id: str) -> ResourceUsage:
+        ...
+
+    async def sessions(self) -> list[str]:
+        """Ids of every session this runtime holds, running or stopped (for recovery)."""
+        ...

@@ -1,0 +1,363 @@
+"""The container runtime: an OCI bundle run by runc over an overlay root.
+
+Per session, under `<data_dir>/sessions/<id>/` (mode 0700, never visible to
+the session):
+
+    disk.img      the writable layer: a sparse ext4 image (the disk limit)
+    upper/        disk.img mounted; holds the overlay's upper/ and work/
+    lower/N/      snapshot layers, mounted read-only
+    rootfs/       the overlay: image + layers (read-only) + upper
+    etc/          hostname, hosts, resolv.conf, bind-mounted read-only
+    bundle/       config.json for runc
+    agent.sock    the agent's listening socket (bound here, passed as fd 0)
+    agent.log     the agent's stdout and stderr
+    session.json  the spec and start time, for info() and recovery
+"""
+
+from __future__ import annotations
+
+import asyncio
+import compileall
+import contextlib
+import json
+import os
+import resource
+import socket
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ember.agent
+from ember.image import ImageStore
+from ember.snapshots import LayerStore
+
+from . import cgroups, disk, mounts, oci, proc, seccomp
+from .agent_client import AgentClient, AgentUnavailableError
+from .base import (
+    FrozenLayer,
+    Resources,
+    ResourceUsage,
+    SessionInfo,
+    SessionNotFoundError,
+    SessionSpec,
+    SessionStartError,
+    SessionStatus,
+)
+
+CONTAINER_PREFIX = "ember-"
+CGROUP_PARENT = "/ember"
+AGENT_READY_TIMEOUT_S = 15.0
+RUNC_TIMEOUT_S = 30.0
+NOFILE = 1048576
+OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
+
+
+def userns_available() -> bool:
+    try:
+        with open("/proc/sys/user/max_user_namespaces", encoding="ascii") as f:
+            return int(f.read()) > 0
+    except OSError:
+        return False
+
+
+class ContainerRuntime:
+    """Sessions as runc containers. See the module docstring for the on-disk layout."""
+
+    name = "container"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        images: ImageStore | None = None,
+        layers: LayerStore | None = None,
+        id_shift: int = 0,
+        no_new_privileges: bool = True,
+        seccomp_profile: str = seccomp.PROFILE_PATH,
+        runc: str = "runc",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.sessions_dir = self.data_dir / "sessions"
+        self.id_shift = id_shift
+        self._private_dir(self.sessions_dir)
+        self.images = images or ImageStore(data_dir)
+        self.layers = layers or LayerStore(data_dir)
+        self.no_new_privileges = no_new_privileges
+        self.runc = runc
+        self.agent_dir = str(Path(ember.agent.__file__).parent)
+        # Bytecode for the agent, used inside sessions when the image's python
+        # is the same minor version as ours; harmless otherwise.
+        compileall.compile_dir(self.agent_dir, quiet=1)
+        self._seccomp = seccomp.oci_seccomp(seccomp.load_docker_profile(seccomp_profile), oci.DEFAULT_CAPABILITIES)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- paths --------------------------------------------------------------
+
+    def _private_dir(self, path: Path) -> None:
+        """A directory only host root and the sessions' namespaced root can traverse.
+
+        runc mounts the rootfs from inside the user namespace, so the
+        namespaced root (host uid `id_shift`) needs search permission on
+        the path; through the group, not "others", so host users get none.
+        """
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, 0, self.id_shift)
+        os.chmod(path, 0o710 if self.id_shift else 0o700)
+
+    def _dir(self, session_id: str) -> Path:
+        if not session_id or "/" in session_id or session_id.startswith("."):
+            raise SessionNotFoundError(f"invalid session id {session_id!r}")
+        return self.sessions_dir / session_id
+
+    @staticmethod
+    def container_id(session_id: str) -> str:
+        return CONTAINER_PREFIX + session_id
+
+    @staticmethod
+    def cgroups_path(session_id: str) -> str:
+        return f"{CGROUP_PARENT}/{session_id}"
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def agent(self, session_id: str) -> AgentClient:
+        return AgentClient(str(self._dir(session_id) / "agent.sock"))
+
+    # -- start --------------------------------------------------------------
+
+    async def start(self, spec: SessionSpec) -> SessionInfo:
+        async with self._lock(spec.session_id):
+            sdir = self._dir(spec.session_id)
+            if sdir.exists():
+                raise SessionStartError(f"session {spec.session_id} already exists")
+            image = self.images.get(spec.image_id)
+            if image is None:
+                raise SessionStartError(f"no image {spec.image_id!r}; run `ember image build`")
+            if int(image.recipe.get("id_shift", 0)) != self.id_shift:  # type: ignore[call-overload]
+                raise SessionStartError(
+                    f"image {spec.image_id} was built for id shift {image.recipe.get('id_shift')}, "
+                    f"this runtime uses {self.id_shift}; rebuild it with `ember image build`"
+                )
+            user, workdir = str(image.recipe["user"]), str(image.recipe["workdir"])
+            chain = self.layers.chain(spec.top_layer) if spec.top_layer else []
+            self._private_dir(sdir)
+            started_at_ms = int(time.time() * 1000)
+            try:
+                await asyncio.to_thread(self._prepare_rootfs, sdir, spec, str(image.rootfs), chain)
+                config = self._config(sdir, spec, user, workdir)
+                bundle = sdir / "bundle"
+                bundle.mkdir()
+                (bundle / "config.json").write_text(json.dumps(config))
+                await self._run_container(sdir, spec.session_id)
+                await self._wait_for_agent(sdir)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await self._teardown(spec.session_id)
+                    await asyncio.to_thread(mounts.remove_tree, str(sdir))
+                if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
+                    raise SessionStartError(f"session {spec.session_id} failed to start: {exc}") from exc
+                raise
+            info = SessionInfo(spec.session_id, self.name, SessionStatus.RUNNING, started_at_ms, user, workdir, spec)
+            (sdir / "session.json").write_text(json.dumps(_info_to_json(info)))
+            return info
+
+    def _prepare_rootfs(self, sdir: Path, spec: SessionSpec, image_rootfs: str, chain: list[Any]) -> None:
+        shift = self.id_shift
+        disk.create_disk(str(sdir / "disk.img"), spec.resources.disk_mib, root_id=shift)
+        disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
+        upper, work = disk.prepare_upper(str(sdir / "upper"), root_id=shift)
+        lowers = []
+        for index, layer in enumerate(chain):  # top first, as overlayfs wants
+            target = sdir / "lower" / str(index)
+            disk.mount_disk(str(self.layers.disk(layer.layer_id)), str(target), read_only=True)
+            lowers.append(str(target / disk.UPPER))
+        lowers.append(image_rootfs)
+        rootfs = sdir / "rootfs"
+        rootfs.mkdir()
+        mounts.mount(
+            "overlay",
+            str(rootfs),
+            fstype="overlay",
+            options=[f"lowerdir={':'.join(lowers)}", f"upperdir={upper}", f"workdir={work}", *OVERLAY_OPTIONS],
+        )
+        etc = sdir / "etc"
+        etc.mkdir()
+        (etc / "hostname").write_text(spec.hostname + "\n")
+        (etc / "hosts").write_text(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{spec.hostname}\n"
+        )
+        (etc / "resolv.conf").write_text("")  # filled in by the network layer when attached
+
+    def _config(self, sdir: Path, spec: SessionSpec, user: str, workdir: str) -> dict[str, Any]:
+        resources = spec.resources
+        return oci.oci_config(
+            oci.ContainerConfig(
+                rootfs=str(sdir / "rootfs"),
+                hostname=spec.hostname,
+                agent_dir=self.agent_dir,
+                agent_user=user,
+                agent_workdir=workdir,
+                cgroups_path=self.cgroups_path(spec.session_id),
+                vcpus=resources.vcpus,
+                memory_mib=resources.memory_limit_mib,
+                pids_max=resources.pids_max,
+                seccomp=self._seccomp,
+                id_shift=self.id_shift,
+                no_new_privileges=self.no_new_privileges,
+                netns_path=spec.netns_path,
+                nofile=min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+                bind_files={f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "hosts", "resolv.conf")},
+            )
+        )
+
+    async def _run_container(self, sdir: Path, session_id: str) -> None:
+        # The agent inherits the listening socket as its stdin: runc passes a
+        # detached container's stdio through, which needs no fd juggling.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(sdir / "agent.sock"))
+            listener.listen(64)
+            with open(sdir / "agent.log", "ab") as log:
+                child = await asyncio.create_subprocess_exec(
+                    self.runc, "run", "--detach", "--bundle", str(sdir / "bundle"),
+                    "--pid-file", str(sdir / "runc.pid"), self.container_id(session_id),
+                    stdin=listener.fileno(), stdout=log, stderr=log, env=dict(proc.BASE_ENV),
+                )
+                try:
+                    await asyncio.wait_for(child.wait(), RUNC_TIMEOUT_S)
+                except BaseException:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.kill()
+                    await child.wait()
+                    raise
+        finally:
+            listener.close()
+        if child.returncode != 0:
+            raise proc.ProcessError(["runc", "run", self.container_id(session_id)], child.returncode, _tail(sdir / "agent.log"))
+        # Best effort: shield the agent from the OOM killer. Lowering the
+        # score needs CAP_SYS_RESOURCE on the host (runc's own oomScoreAdj
+        # fails inside a user namespace); the agent also raises its commands
+        # to 1000, which is what protects it where this write is refused.
+        agent_pid = int((sdir / "runc.pid").read_text())
+        with contextlib.suppress(OSError), open(f"/proc/{agent_pid}/oom_score_adj", "w") as f:
+            f.write("-1000")
+
+    async def _wait_for_agent(self, sdir: Path) -> None:
+        client = AgentClient(str(sdir / "agent.sock"))
+        try:
+            await asyncio.wait_for(client.hello(), AGENT_READY_TIMEOUT_S)
+        except (TimeoutError, AgentUnavailableError) as exc:
+            raise AgentUnavailableError(f"the agent did not answer: {exc}; agent.log: {_tail(sdir / 'agent.log').decode(errors='replace')}") from exc
+
+    # -- stop, freeze, discard ----------------------------------------------
+
+    async def _teardown(self, session_id: str) -> None:
+        """Kill the container and take its mounts down; keep disk.img."""
+        sdir = self._dir(session_id)
+        await proc.run_async([self.runc, "delete", "--force", self.container_id(session_id)], timeout_s=RUNC_TIMEOUT_S, check=False)
+        await asyncio.to_thread(mounts.unmount_below, str(sdir))
+
+    async def stop(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            if not sdir.exists():
+                raise SessionNotFoundError(f"no session {session_id}")
+            await self._teardown(session_id)
+            (sdir / "stopped").touch()
+
+    async def freeze(self, session_id: str, layer_id: str) -> FrozenLayer:
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            info = self._read_info(session_id)
+            if await self._is_running(session_id):
+                raise SessionStartError(f"session {session_id} is running; stop it before freezing")
+            await asyncio.to_thread(mounts.unmount_below, str(sdir))
+            parent = info.spec.top_layer
+            depth = 1 + (self.layers.get(parent).depth if parent else 0)
+            if depth > self.layers.max_depth and parent:
+                layer = await asyncio.to_thread(self._flatten_into, sdir, info.spec, layer_id)
+            else:
+                layer = await asyncio.to_thread(
+                    self.layers.publish, str(sdir / "disk.img"), layer_id=layer_id, parent=parent, image_id=info.spec.image_id
+                )
+            await asyncio.to_thread(mounts.remove_tree, str(sdir))
+            self._locks.pop(session_id, None)
+            return FrozenLayer(layer.layer_id, layer.parent, layer.size_bytes)
+
+    def _flatten_into(self, sdir: Path, spec: SessionSpec, layer_id: str) -> Any:
+        """Publish the session's layer stacked on its chain as one parentless layer."""
+        assert spec.top_layer
+        temp_id = f"{layer_id}-unflat"
+        self.layers.publish(str(sdir / "disk.img"), layer_id=temp_id, parent=spec.top_layer, image_id=spec.image_id)
+        try:
+            return self.layers.flatten(
+                temp_id, new_layer_id=layer_id, size_mib=spec.resources.disk_mib, root_id=self.id_shift
+            )
+        finally:
+            self.layers.delete(temp_id)
+
+    async def discard(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            await self._teardown(session_id)
+            await asyncio.to_thread(mounts.remove_tree, str(sdir))
+            self._locks.pop(session_id, None)
+
+    # -- inspection ---------------------------------------------------------
+
+    def _read_info(self, session_id: str) -> SessionInfo:
+        try:
+            data = json.loads((self._dir(session_id) / "session.json").read_text())
+        except FileNotFoundError:
+            raise SessionNotFoundError(f"no session {session_id}") from None
+        return _info_from_json(data)
+
+    async def _is_running(self, session_id: str) -> bool:
+        done = await proc.run_async([self.runc, "state", self.container_id(session_id)], check=False, timeout_s=RUNC_TIMEOUT_S)
+        if done.returncode != 0:
+            return False
+        return json.loads(done.stdout).get("status") in ("running", "created", "paused")
+
+    async def info(self, session_id: str) -> SessionInfo:
+        info = self._read_info(session_id)
+        running = await self._is_running(session_id)
+        status = SessionStatus.RUNNING if running else SessionStatus.STOPPED
+        return SessionInfo(info.session_id, info.runtime, status, info.started_at_ms, info.user, info.cwd, info.spec)
+
+    async def usage(self, session_id: str) -> ResourceUsage:
+        sdir = self._dir(session_id)
+        if not sdir.exists():
+            raise SessionNotFoundError(f"no session {session_id}")
+        cg = cgroups.read_usage(self.cgroups_path(session_id))
+        upper = sdir / "upper"
+        disk_used = disk.used_bytes(str(upper)) if mounts.is_mountpoint(str(upper)) else 0
+        return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
+
+    async def sessions(self) -> list[str]:
+        return sorted(p.name for p in self.sessions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _tail(path: Path, size: int = 2048) -> bytes:
+    try:
+        return path.read_bytes()[-size:]
+    except OSError:
+        return b""
+
+
+def _info_to_json(info: SessionInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["spec"]["env"] = dict(info.spec.env)
+    return data
+
+
+def _info_from_json(data: dict[str, Any]) -> SessionInfo:
+    spec_data = dict(data["spec"])
+    spec_data["resources"] = Resources(**spec_data["resources"])
+    spec = SessionSpec(**spec_data)
+    return SessionInfo(
+        data["session_id"], data["runtime"], SessionStatus(data["status"]), data["started_at_ms"],
+        data["user"], data["cwd"], spec,
+    )
