@@ -54,6 +54,16 @@ NOFILE = 1048576
 OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
 
 
+# Host uid/gid that a session's root maps to; sessions share the range
+# [DEFAULT_ID_SHIFT, DEFAULT_ID_SHIFT + 65536), far above ordinary users and the
+# usual /etc/subuid allocations.
+DEFAULT_ID_SHIFT = 1_000_000_000
+
+
+def default_id_shift() -> int:
+    return DEFAULT_ID_SHIFT if userns_available() else 0
+
+
 def userns_available() -> bool:
     try:
         with open("/proc/sys/user/max_user_namespaces", encoding="ascii") as f:

@@ -1,0 +1,51 @@
+# Ember — make targets. `make setup` installs everything a fresh Debian/Ubuntu
+# host needs (as root); `make test` runs the whole suite; `make bench` measures.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := runc mmdebstrap uidmap e2fsprogs util-linux golang-github-containers-common python3-venv
+EMBER_TEST_DATA_DIR ?= /var/lib/ember-test
+export EMBER_TEST_DATA_DIR
+
+.PHONY: setup system-packages venv image test test-unit lint typecheck bench clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The base image for tests (cached by recipe hash: instant once built).
+image: setup
+	$(VENV)/bin/ember image build --data-dir $(EMBER_TEST_DATA_DIR)
+
+test: setup image
+	$(PY) -m pytest -m "integration or not integration" tests
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+bench: setup image
+	$(PY) bench/run.py $(if $(QUICK),--quick) --data-dir $(EMBER_TEST_DATA_DIR)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""The `ember` command line. Server-side commands import server packages lazily."""
