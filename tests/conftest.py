@@ -109,9 +109,7 @@ class TestSession:
 
 
 @pytest.fixture
-async def start_session(
-    runtime: ContainerRuntime, image: ImageInfo
-) -> AsyncIterator[object]:
+async def start_session(runtime: ContainerRuntime, image: ImageInfo) -> AsyncIterator[object]:
     """Factory: `await start_session(top_layer=..., resources=...)` -> TestSession."""
     started: list[str] = []
 

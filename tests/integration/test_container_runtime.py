@@ -49,14 +49,21 @@ async def test_session_starts_as_the_sandbox_user_in_its_workdir(start_session) 
     assert hello["user"] == "vercel-sandbox" and hello["workdir"] == "/vercel/sandbox"
     result = await session.sh("id -u; id -g; pwd; echo $HOME")
     assert result.exit_code == 0
-    assert result.stdout.decode().split() == ["1000", "1000", "/vercel/sandbox", "/home/vercel-sandbox"]
+    assert result.stdout.decode().split() == [
+        "1000",
+        "1000",
+        "/vercel/sandbox",
+        "/home/vercel-sandbox",
+    ]
     info = await session.runtime.info(session.session_id)
     assert info.status is SessionStatus.RUNNING and info.cwd == "/vercel/sandbox"
 
 
 async def test_root_commands_and_environment(start_session) -> None:
     session = await start_session()
-    result = await session.sh('id -u; echo "$HOME $GREETING"', user="root", env={"GREETING": "hi there"})
+    result = await session.sh(
+        'id -u; echo "$HOME $GREETING"', user="root", env={"GREETING": "hi there"}
+    )
     assert result.stdout.decode().splitlines() == ["0", "/root hi there"]
     passwordless = await session.sh("sudo -n true 2>&1; echo rc=$?")
     # With no_new_privs, setuid sudo cannot elevate; root goes through user="root".
@@ -77,8 +84,14 @@ async def test_commands_run_concurrently(start_session) -> None:
     # Each command announces itself, then waits for all the others: this
     # finishes only if all run at the same time.
     n = 8
-    script = "touch /tmp/ready-$0; for i in $(seq 100); do [ $(ls /tmp/ready-* | wc -l) -ge {n} ] && exit 0; sleep 0.1; done; exit 1"
-    ids = [await session.start(["/bin/sh", "-c", script.replace("{n}", str(n)), str(i)]) for i in range(n)]
+    script = (
+        "touch /tmp/ready-$0; for i in $(seq 100); do"
+        " [ $(ls /tmp/ready-* | wc -l) -ge {n} ] && exit 0; sleep 0.1; done; exit 1"
+    )
+    ids = [
+        await session.start(["/bin/sh", "-c", script.replace("{n}", str(n)), str(i)])
+        for i in range(n)
+    ]
     results = await asyncio.gather(*(session.collect(cmd_id) for cmd_id in ids))
     assert [r.exit_code for r in results] == [0] * n
 
@@ -90,7 +103,9 @@ async def test_output_streams_in_order_and_live(start_session) -> None:
 
     interleaved = await session.sh("echo a; sleep 0.2; echo b >&2; sleep 0.2; echo c")
     assert [(c.stream, c.data) for c in interleaved.chunks] == [
-        ("stdout", b"a\n"), ("stderr", b"b\n"), ("stdout", b"c\n"),
+        ("stdout", b"a\n"),
+        ("stderr", b"b\n"),
+        ("stdout", b"c\n"),
     ]
 
     # The command only ends once the host has seen its first line: proof
@@ -255,7 +270,8 @@ async def test_long_chains_are_flattened(image, layer_ids: list[str], start_sess
     steps = [
         "echo a > /vercel/sandbox/a; rm /etc/issue",
         "echo b > /vercel/sandbox/b; mkdir -p /vercel/sandbox/d; echo x > /vercel/sandbox/d/x",
-        "echo c > /vercel/sandbox/c; rm /vercel/sandbox/a; rm -r /vercel/sandbox/d; mkdir /vercel/sandbox/d",
+        "echo c > /vercel/sandbox/c; rm /vercel/sandbox/a; rm -r /vercel/sandbox/d;"
+        " mkdir /vercel/sandbox/d",
     ]
     for script in steps:
         session_id = f"{new_layer_id()}-s"
@@ -271,7 +287,9 @@ async def test_long_chains_are_flattened(image, layer_ids: list[str], start_sess
     assert flat.parent is None and flat.flattened_from is not None and flat.depth == 1
 
     check = await start_session(top_layer=top)
-    listing = await check.sh("ls /vercel/sandbox; ls -A /vercel/sandbox/d; test -e /etc/issue; echo issue=$?")
+    listing = await check.sh(
+        "ls /vercel/sandbox; ls -A /vercel/sandbox/d; test -e /etc/issue; echo issue=$?"
+    )
     assert listing.stdout.decode().split() == ["b", "c", "d", "issue=1"]
 
 

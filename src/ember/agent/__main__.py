@@ -6,7 +6,7 @@ import sys
 if __package__ in (None, ""):
     # Started as a file inside a session: make the package importable as `agent`.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from agent.server import main
+    from agent.server import main  # type: ignore[import-not-found]  # the in-session name
 else:
     from .server import main
 

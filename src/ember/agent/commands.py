@@ -112,7 +112,9 @@ class CommandTable:
             return self._root
         if name == "default":
             return self.default_user
-        raise protocol.AgentError(protocol.BAD_REQUEST, f"user must be 'default' or 'root', not {name!r}")
+        raise protocol.AgentError(
+            protocol.BAD_REQUEST, f"user must be 'default' or 'root', not {name!r}"
+        )
 
     def environment(self, user: User, extra: Mapping[str, str]) -> dict[str, str]:
         env = {
@@ -187,7 +189,9 @@ class CommandTable:
 
     def _fail_to_start(self, command: Command, exc: OSError) -> None:
         """Record a command that could not start, the way a shell reports it."""
-        if exc.filename == command.cwd or exc.errno == errno.ENOENT and not os.path.isdir(command.cwd):
+        if exc.filename == command.cwd or (
+            exc.errno == errno.ENOENT and not os.path.isdir(command.cwd)
+        ):
             message, code = f"ember: cd: {command.cwd}: {exc.strerror}\n", 1
         elif exc.errno == errno.ENOENT:
             message, code = f"ember: {command.argv[0]}: command not found\n", 127
@@ -292,7 +296,10 @@ class CommandTable:
                         self._close_pipe(fd)
                 now = time.monotonic()
                 for fd, (command, _) in list(self._pipes.items()):
-                    if command.exited_mono is not None and now >= command.exited_mono + PIPE_GRACE_S:
+                    if (
+                        command.exited_mono is not None
+                        and now >= command.exited_mono + PIPE_GRACE_S
+                    ):
                         self._close_pipe(fd)
 
     def _time_out(self, command: Command) -> None:

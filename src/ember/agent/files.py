@@ -58,17 +58,23 @@ def os_error(exc: OSError, path: str) -> protocol.AgentError:
         errno.EPERM: protocol.PERMISSION_DENIED,
         errno.ENOTEMPTY: protocol.EXISTS,
     }
-    return protocol.AgentError(codes.get(exc.errno or 0, protocol.IO_ERROR), f"{path}: {exc.strerror}")
+    return protocol.AgentError(
+        codes.get(exc.errno or 0, protocol.IO_ERROR), f"{path}: {exc.strerror}"
+    )
 
 
 def resolve(path: object, cwd: object, workdir: str) -> str:
     """An absolute, normalised sandbox path from a request's `path` and `cwd`."""
     if not isinstance(path, str) or not path or "\0" in path:
-        raise protocol.AgentError(protocol.BAD_REQUEST, f"path must be a non-empty string, not {path!r}")
+        raise protocol.AgentError(
+            protocol.BAD_REQUEST, f"path must be a non-empty string, not {path!r}"
+        )
     base = workdir
     if cwd is not None:
         if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
-            raise protocol.AgentError(protocol.BAD_REQUEST, f"cwd must be an absolute path, not {cwd!r}")
+            raise protocol.AgentError(
+                protocol.BAD_REQUEST, f"cwd must be an absolute path, not {cwd!r}"
+            )
         base = cwd
     return posixpath.normpath(posixpath.join(base, path))
 
@@ -153,7 +159,9 @@ def mkdir(path: str, *, parents: bool, owner: User) -> None:
             os.chown(path, owner.uid, owner.gid)
             return
         if not missing and not os.path.isdir(path):
-            raise protocol.AgentError(protocol.NOT_A_DIRECTORY, f"{path}: exists and is not a directory")
+            raise protocol.AgentError(
+                protocol.NOT_A_DIRECTORY, f"{path}: exists and is not a directory"
+            )
         for created in reversed(missing):
             os.mkdir(created, 0o755)
             os.chown(created, owner.uid, owner.gid)
@@ -201,7 +209,9 @@ def _member_path(member: tarfile.TarInfo) -> str:
         raise protocol.AgentError(protocol.UNSAFE_PATH, f"tar entry {name!r} is an absolute path")
     normal = posixpath.normpath(name)
     if normal == ".." or normal.startswith("../") or "\0" in name:
-        raise protocol.AgentError(protocol.UNSAFE_PATH, f"tar entry {name!r} leaves the target directory")
+        raise protocol.AgentError(
+            protocol.UNSAFE_PATH, f"tar entry {name!r} leaves the target directory"
+        )
     return "" if normal == "." else normal
 
 
@@ -218,7 +228,8 @@ def _check_link(member: tarfile.TarInfo, rel: str, root: str) -> None:
         inside = not (target.startswith("/") or lexical == ".." or lexical.startswith("../"))
     if not inside:
         raise protocol.AgentError(
-            protocol.UNSAFE_PATH, f"tar entry {member.name!r} links to {target!r}, outside the target directory"
+            protocol.UNSAFE_PATH,
+            f"tar entry {member.name!r} links to {target!r}, outside the target directory",
         )
 
 
@@ -228,7 +239,8 @@ def validate(members: list[tarfile.TarInfo], root: str) -> list[tuple[tarfile.Ta
         rel = _member_path(member)
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
             raise protocol.AgentError(
-                protocol.UNSUPPORTED_ENTRY, f"tar entry {member.name!r} is a device, FIFO or other special file"
+                protocol.UNSUPPORTED_ENTRY,
+                f"tar entry {member.name!r} is a device, FIFO or other special file",
             )
         if member.issym() or member.islnk():
             _check_link(member, rel, root)
@@ -319,23 +331,28 @@ def _write_member(
             source_parent = _parent_fd(root_fd, source, owner)
             try:
                 os.link(
-                    posixpath.basename(source), name,
-                    src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False,
+                    posixpath.basename(source),
+                    name,
+                    src_dir_fd=source_parent,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
                 )
             finally:
                 os.close(source_parent)
         else:
             fd = os.open(
-                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600, dir_fd=parent,
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=parent,
             )
             try:
-                source = tar.extractfile(member)
-                assert source is not None
-                while data := source.read(protocol.CHUNK_BYTES):
+                content = tar.extractfile(member)
+                assert content is not None
+                while data := content.read(protocol.CHUNK_BYTES):
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                 os.fchown(fd, owner.uid, owner.gid)
                 os.fchmod(fd, mode)
             finally:

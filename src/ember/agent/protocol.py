@@ -91,7 +91,7 @@ class FramedSocket:
         self._file = sock.makefile("rb", buffering=CHUNK_BYTES)
 
     def _read_exact(self, n: int) -> bytes:
-        data = self._file.read(n)
+        data: bytes | None = self._file.read(n)
         if data is None or len(data) != n:
             raise ProtocolError("connection closed mid-frame" if data else "connection closed")
         return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -92,7 +93,9 @@ class Agent:
             raise protocol.AgentError(protocol.BAD_REQUEST, f"cmd_id must match {CMD_ID.pattern}")
         argv = _field(request, "argv", list)
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
-            raise protocol.AgentError(protocol.BAD_REQUEST, "argv must be a non-empty list of strings")
+            raise protocol.AgentError(
+                protocol.BAD_REQUEST, "argv must be a non-empty list of strings"
+            )
         cwd = _optional(request, "cwd", str)
         if cwd is not None:
             cwd = files.resolve(cwd, None, self.workdir)
@@ -109,7 +112,12 @@ class Agent:
             with_stdin=bool(_field(request, "stdin", bool, default=False)),
         )
         conn.send_json(
-            {"ok": True, "cmd_id": cmd_id, "pid": command.pid, "started_at_ms": command.started_at_ms}
+            {
+                "ok": True,
+                "cmd_id": cmd_id,
+                "pid": command.pid,
+                "started_at_ms": command.started_at_ms,
+            }
         )
 
     def op_logs(self, conn: Connection, request: dict[str, Any]) -> None:
@@ -129,10 +137,14 @@ class Agent:
 
     def op_wait(self, conn: Connection, request: dict[str, Any]) -> None:
         command = self.commands.wait(_field(request, "cmd_id", str))
-        conn.send_json({"ok": True, "exit_code": command.exit_code, "duration_ms": command.duration_ms})
+        conn.send_json(
+            {"ok": True, "exit_code": command.exit_code, "duration_ms": command.duration_ms}
+        )
 
     def op_status(self, conn: Connection, request: dict[str, Any]) -> None:
-        conn.send_json({"ok": True, "command": self.commands.describe(_field(request, "cmd_id", str))})
+        conn.send_json(
+            {"ok": True, "command": self.commands.describe(_field(request, "cmd_id", str))}
+        )
 
     def op_list(self, conn: Connection, request: dict[str, Any]) -> None:
         conn.send_json({"ok": True, "commands": self.commands.list()})
@@ -211,7 +223,9 @@ class Agent:
         except (protocol.ProtocolError, ConnectionError):
             pass  # the client went away or spoke garbage; nothing to answer
         except Exception as exc:  # keep PID 1 alive whatever one request does
-            conn.try_send_json(protocol.AgentError(protocol.IO_ERROR, f"agent error: {exc!r}").to_json())
+            conn.try_send_json(
+                protocol.AgentError(protocol.IO_ERROR, f"agent error: {exc!r}").to_json()
+            )
         finally:
             conn.close()
 
@@ -232,10 +246,8 @@ class Connection(protocol.FramedSocket):
         return payload
 
     def try_send_json(self, message: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.send_json(message)
-        except OSError:
-            pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,14 +28,18 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Where Ember keeps its
 def _recipe(mirror: str, security_mirror: str) -> ImageRecipe:
     from ember.runtime.container import default_id_shift
 
-    return ImageRecipe(mirror=mirror, security_mirror=security_mirror).with_id_shift(default_id_shift())
+    return ImageRecipe(mirror=mirror, security_mirror=security_mirror).with_id_shift(
+        default_id_shift()
+    )
 
 
 @image_app.command("build")
 def image_build(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     mirror: Annotated[str, typer.Option(help="Debian mirror.")] = DEFAULT_MIRROR,
-    security_mirror: Annotated[str, typer.Option(help="Debian security mirror ('' for none).")] = DEFAULT_SECURITY_MIRROR,
+    security_mirror: Annotated[
+        str, typer.Option(help="Debian security mirror ('' for none).")
+    ] = DEFAULT_SECURITY_MIRROR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Build the default base image (cached: a second build is instant)."""
@@ -60,10 +64,20 @@ def image_build(
         info = cached
     elapsed = time.monotonic() - started
     if as_json:
-        typer.echo(json.dumps({"image_id": info.image_id, "cached": cached is not None, "size_bytes": info.size_bytes}))
+        typer.echo(
+            json.dumps(
+                {
+                    "image_id": info.image_id,
+                    "cached": cached is not None,
+                    "size_bytes": info.size_bytes,
+                }
+            )
+        )
     else:
         state = "cached" if cached else f"built in {elapsed:.0f}s"
-        console.print(f"image {info.image_id} ({state}, {info.size_bytes / 2**20:.0f} MiB) at {info.rootfs}")
+        console.print(
+            f"image {info.image_id} ({state}, {info.size_bytes / 2**20:.0f} MiB) at {info.rootfs}"
+        )
 
 
 @image_app.command("ls")
@@ -77,7 +91,12 @@ def image_ls(
         typer.echo(
             json.dumps(
                 [
-                    {"image_id": i.image_id, "created_at_ms": i.created_at_ms, "size_bytes": i.size_bytes, "recipe": i.recipe}
+                    {
+                        "image_id": i.image_id,
+                        "created_at_ms": i.created_at_ms,
+                        "size_bytes": i.size_bytes,
+                        "recipe": i.recipe,
+                    }
                     for i in images
                 ]
             )

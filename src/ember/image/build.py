@@ -53,7 +53,7 @@ def mmdebstrap_argv(recipe: ImageRecipe, target: str) -> list[str]:
         "--format=directory",
         f"--include={','.join(recipe.packages)}",
         *(f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES),
-        "--aptopt=APT::Install-Recommends \"false\"",
+        '--aptopt=APT::Install-Recommends "false"',
         recipe.suite,
         target,
         *recipe.sources(),

@@ -59,7 +59,9 @@ class ImageStore:
     def list(self) -> list[ImageInfo]:
         if not self.root.is_dir():
             return []
-        found = (self.get(entry.name) for entry in self.root.iterdir() if not entry.name.startswith("."))
+        found = (
+            self.get(entry.name) for entry in self.root.iterdir() if not entry.name.startswith(".")
+        )
         return sorted((i for i in found if i), key=lambda i: i.created_at_ms)
 
     @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -49,7 +50,9 @@ def connect_safely(path: str) -> socket.socket:
     try:
         st = os.fstat(fd)
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0:
-            raise AgentUnavailableError(f"agent socket {path} is not a root-owned socket; refusing it")
+            raise AgentUnavailableError(
+                f"agent socket {path} is not a root-owned socket; refusing it"
+            )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.connect(f"/proc/self/fd/{fd}")
@@ -83,7 +86,9 @@ class _Conn:
         reply = protocol.decode_json(payload)
         if reply.get("ok") is False:
             error = reply.get("error") or {}
-            raise AgentError(str(error.get("code", protocol.IO_ERROR)), str(error.get("message", "")))
+            raise AgentError(
+                str(error.get("code", protocol.IO_ERROR)), str(error.get("message", ""))
+            )
         return reply
 
     async def send(self, data: bytes) -> None:
@@ -93,7 +98,11 @@ class _Conn:
     async def send_stream(self, chunks: AsyncIterable[bytes]) -> None:
         async for chunk in chunks:
             for start in range(0, len(chunk), protocol.MAX_FRAME_BYTES):
-                await self.send(protocol.encode_frame(protocol.DATA, chunk[start : start + protocol.MAX_FRAME_BYTES]))
+                await self.send(
+                    protocol.encode_frame(
+                        protocol.DATA, chunk[start : start + protocol.MAX_FRAME_BYTES]
+                    )
+                )
         await self.send(protocol.encode_frame(protocol.END))
 
 
@@ -106,7 +115,9 @@ class AgentClient:
     @asynccontextmanager
     async def _open(self, op: str, fields: Mapping[str, Any]) -> AsyncIterator[_Conn]:
         sock = connect_safely(self.socket_path)
-        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2 * protocol.MAX_FRAME_BYTES)
+        reader, writer = await asyncio.open_unix_connection(
+            sock=sock, limit=2 * protocol.MAX_FRAME_BYTES
+        )
         conn = _Conn(reader, writer)
         try:
             await conn.send(protocol.encode_json({"op": op, **fields}))
@@ -115,10 +126,8 @@ class AgentClient:
             raise AgentUnavailableError(f"agent connection lost during {op}: {exc}") from exc
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
         async with self._open(op, fields) as conn:
@@ -161,7 +170,9 @@ class AgentClient:
                     yield OutputChunk("stderr", payload)
                 else:
                     final = protocol.decode_json(payload)
-                    yield ExitStatus(final["exit_code"], final["duration_ms"], final["dropped_bytes"])
+                    yield ExitStatus(
+                        final["exit_code"], final["duration_ms"], final["dropped_bytes"]
+                    )
                     return
 
     async def wait(self, cmd_id: str) -> ExitStatus:
@@ -184,7 +195,9 @@ class AgentClient:
             await conn.send_stream(chunks)
             return int((await conn.read_reply())["bytes"])
 
-    async def write_tar(self, root: str, chunks: AsyncIterable[bytes], *, user: str = "default") -> int:
+    async def write_tar(
+        self, root: str, chunks: AsyncIterable[bytes], *, user: str = "default"
+    ) -> int:
         """Extract a tar stream (plain or compressed) under `root`; returns the entry count."""
         async with self._open("write_tar", {"root": root, "user": user}) as conn:
             await conn.read_reply()
@@ -204,7 +217,9 @@ class AgentClient:
     async def read_bytes(self, path: str, *, cwd: str | None = None) -> bytes:
         return b"".join([chunk async for chunk in self.read_file(path, cwd=cwd)])
 
-    async def mkdir(self, path: str, *, cwd: str | None = None, parents: bool = False, user: str = "default") -> None:
+    async def mkdir(
+        self, path: str, *, cwd: str | None = None, parents: bool = False, user: str = "default"
+    ) -> None:
         await self.call("mkdir", path=path, cwd=cwd, parents=parents, user=user)
 
     async def stat(self, path: str, *, cwd: str | None = None) -> dict[str, Any]:

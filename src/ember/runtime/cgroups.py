@@ -68,5 +68,6 @@ def exists(cgroups_path: str) -> bool:
     if is_cgroup_v2():
         return os.path.isdir(os.path.join(CGROUP_ROOT, rel))
     return any(
-        os.path.isdir(os.path.join(CGROUP_ROOT, c, rel)) for c in ("memory", "pids", "cpu", "cpuacct")
+        os.path.isdir(os.path.join(CGROUP_ROOT, c, rel))
+        for c in ("memory", "pids", "cpu", "cpuacct")
     )

@@ -24,7 +24,6 @@ import os
 import resource
 import socket
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,9 @@ class ContainerRuntime:
         # Bytecode for the agent, used inside sessions when the image's python
         # is the same minor version as ours; harmless otherwise.
         compileall.compile_dir(self.agent_dir, quiet=1)
-        self._seccomp = seccomp.oci_seccomp(seccomp.load_docker_profile(seccomp_profile), oci.DEFAULT_CAPABILITIES)
+        self._seccomp = seccomp.oci_seccomp(
+            seccomp.load_docker_profile(seccomp_profile), oci.DEFAULT_CAPABILITIES
+        )
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- paths --------------------------------------------------------------
@@ -167,13 +168,25 @@ class ContainerRuntime:
                     await self._teardown(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
                 if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
-                    raise SessionStartError(f"session {spec.session_id} failed to start: {exc}") from exc
+                    raise SessionStartError(
+                        f"session {spec.session_id} failed to start: {exc}"
+                    ) from exc
                 raise
-            info = SessionInfo(spec.session_id, self.name, SessionStatus.RUNNING, started_at_ms, user, workdir, spec)
+            info = SessionInfo(
+                spec.session_id,
+                self.name,
+                SessionStatus.RUNNING,
+                started_at_ms,
+                user,
+                workdir,
+                spec,
+            )
             (sdir / "session.json").write_text(json.dumps(_info_to_json(info)))
             return info
 
-    def _prepare_rootfs(self, sdir: Path, spec: SessionSpec, image_rootfs: str, chain: list[Any]) -> None:
+    def _prepare_rootfs(
+        self, sdir: Path, spec: SessionSpec, image_rootfs: str, chain: list[Any]
+    ) -> None:
         shift = self.id_shift
         disk.create_disk(str(sdir / "disk.img"), spec.resources.disk_mib, root_id=shift)
         disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
@@ -190,7 +203,12 @@ class ContainerRuntime:
             "overlay",
             str(rootfs),
             fstype="overlay",
-            options=[f"lowerdir={':'.join(lowers)}", f"upperdir={upper}", f"workdir={work}", *OVERLAY_OPTIONS],
+            options=[
+                f"lowerdir={':'.join(lowers)}",
+                f"upperdir={upper}",
+                f"workdir={work}",
+                *OVERLAY_OPTIONS,
+            ],
         )
         etc = sdir / "etc"
         etc.mkdir()
@@ -219,7 +237,9 @@ class ContainerRuntime:
                 no_new_privileges=self.no_new_privileges,
                 netns_path=spec.netns_path,
                 nofile=min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-                bind_files={f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "hosts", "resolv.conf")},
+                bind_files={
+                    f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "hosts", "resolv.conf")
+                },
             )
         )
 
@@ -232,9 +252,18 @@ class ContainerRuntime:
             listener.listen(64)
             with open(sdir / "agent.log", "ab") as log:
                 child = await asyncio.create_subprocess_exec(
-                    self.runc, "run", "--detach", "--bundle", str(sdir / "bundle"),
-                    "--pid-file", str(sdir / "runc.pid"), self.container_id(session_id),
-                    stdin=listener.fileno(), stdout=log, stderr=log, env=dict(proc.BASE_ENV),
+                    self.runc,
+                    "run",
+                    "--detach",
+                    "--bundle",
+                    str(sdir / "bundle"),
+                    "--pid-file",
+                    str(sdir / "runc.pid"),
+                    self.container_id(session_id),
+                    stdin=listener.fileno(),
+                    stdout=log,
+                    stderr=log,
+                    env=dict(proc.BASE_ENV),
                 )
                 try:
                     await asyncio.wait_for(child.wait(), RUNC_TIMEOUT_S)
@@ -246,7 +275,11 @@ class ContainerRuntime:
         finally:
             listener.close()
         if child.returncode != 0:
-            raise proc.ProcessError(["runc", "run", self.container_id(session_id)], child.returncode, _tail(sdir / "agent.log"))
+            raise proc.ProcessError(
+                ["runc", "run", self.container_id(session_id)],
+                child.returncode,
+                _tail(sdir / "agent.log"),
+            )
         # Best effort: shield the agent from the OOM killer. Lowering the
         # score needs CAP_SYS_RESOURCE on the host (runc's own oomScoreAdj
         # fails inside a user namespace); the agent also raises its commands
@@ -260,14 +293,21 @@ class ContainerRuntime:
         try:
             await asyncio.wait_for(client.hello(), AGENT_READY_TIMEOUT_S)
         except (TimeoutError, AgentUnavailableError) as exc:
-            raise AgentUnavailableError(f"the agent did not answer: {exc}; agent.log: {_tail(sdir / 'agent.log').decode(errors='replace')}") from exc
+            log = _tail(sdir / "agent.log").decode(errors="replace")
+            raise AgentUnavailableError(
+                f"the agent did not answer: {exc}; agent.log: {log}"
+            ) from exc
 
     # -- stop, freeze, discard ----------------------------------------------
 
     async def _teardown(self, session_id: str) -> None:
         """Kill the container and take its mounts down; keep disk.img."""
         sdir = self._dir(session_id)
-        await proc.run_async([self.runc, "delete", "--force", self.container_id(session_id)], timeout_s=RUNC_TIMEOUT_S, check=False)
+        await proc.run_async(
+            [self.runc, "delete", "--force", self.container_id(session_id)],
+            timeout_s=RUNC_TIMEOUT_S,
+            check=False,
+        )
         await asyncio.to_thread(mounts.unmount_below, str(sdir))
 
     async def stop(self, session_id: str) -> None:
@@ -291,7 +331,11 @@ class ContainerRuntime:
                 layer = await asyncio.to_thread(self._flatten_into, sdir, info.spec, layer_id)
             else:
                 layer = await asyncio.to_thread(
-                    self.layers.publish, str(sdir / "disk.img"), layer_id=layer_id, parent=parent, image_id=info.spec.image_id
+                    self.layers.publish,
+                    str(sdir / "disk.img"),
+                    layer_id=layer_id,
+                    parent=parent,
+                    image_id=info.spec.image_id,
                 )
             await asyncio.to_thread(mounts.remove_tree, str(sdir))
             self._locks.pop(session_id, None)
@@ -301,10 +345,15 @@ class ContainerRuntime:
         """Publish the session's layer stacked on its chain as one parentless layer."""
         assert spec.top_layer
         temp_id = f"{layer_id}-unflat"
-        self.layers.publish(str(sdir / "disk.img"), layer_id=temp_id, parent=spec.top_layer, image_id=spec.image_id)
+        self.layers.publish(
+            str(sdir / "disk.img"), layer_id=temp_id, parent=spec.top_layer, image_id=spec.image_id
+        )
         try:
             return self.layers.flatten(
-                temp_id, new_layer_id=layer_id, size_mib=spec.resources.disk_mib, root_id=self.id_shift
+                temp_id,
+                new_layer_id=layer_id,
+                size_mib=spec.resources.disk_mib,
+                root_id=self.id_shift,
             )
         finally:
             self.layers.delete(temp_id)
@@ -326,7 +375,11 @@ class ContainerRuntime:
         return _info_from_json(data)
 
     async def _is_running(self, session_id: str) -> bool:
-        done = await proc.run_async([self.runc, "state", self.container_id(session_id)], check=False, timeout_s=RUNC_TIMEOUT_S)
+        done = await proc.run_async(
+            [self.runc, "state", self.container_id(session_id)],
+            check=False,
+            timeout_s=RUNC_TIMEOUT_S,
+        )
         if done.returncode != 0:
             return False
         return json.loads(done.stdout).get("status") in ("running", "created", "paused")
@@ -335,7 +388,15 @@ class ContainerRuntime:
         info = self._read_info(session_id)
         running = await self._is_running(session_id)
         status = SessionStatus.RUNNING if running else SessionStatus.STOPPED
-        return SessionInfo(info.session_id, info.runtime, status, info.started_at_ms, info.user, info.cwd, info.spec)
+        return SessionInfo(
+            info.session_id,
+            info.runtime,
+            status,
+            info.started_at_ms,
+            info.user,
+            info.cwd,
+            info.spec,
+        )
 
     async def usage(self, session_id: str) -> ResourceUsage:
         sdir = self._dir(session_id)
@@ -347,7 +408,9 @@ class ContainerRuntime:
         return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
 
     async def sessions(self) -> list[str]:
-        return sorted(p.name for p in self.sessions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.sessions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
 
 def _tail(path: Path, size: int = 2048) -> bytes:
@@ -368,6 +431,11 @@ def _info_from_json(data: dict[str, Any]) -> SessionInfo:
     spec_data["resources"] = Resources(**spec_data["resources"])
     spec = SessionSpec(**spec_data)
     return SessionInfo(
-        data["session_id"], data["runtime"], SessionStatus(data["status"]), data["started_at_ms"],
-        data["user"], data["cwd"], spec,
+        data["session_id"],
+        data["runtime"],
+        SessionStatus(data["status"]),
+        data["started_at_ms"],
+        data["user"],
+        data["cwd"],
+        spec,
     )

@@ -24,8 +24,10 @@ def create_disk(path: str, size_mib: int, *, root_id: int = 0) -> None:
             "mkfs.ext4",
             "-q",
             "-F",
-            "-m", "0",
-            "-E", f"lazy_itable_init=1,lazy_journal_init=1,root_owner={root_id}:{root_id}",
+            "-m",
+            "0",
+            "-E",
+            f"lazy_itable_init=1,lazy_journal_init=1,root_owner={root_id}:{root_id}",
             path,
         ],
         timeout_s=60,
@@ -47,7 +49,7 @@ def prepare_upper(mountpoint: str, *, root_id: int) -> tuple[str, str]:
         os.makedirs(path, exist_ok=True)
     # The upper directory's owner and mode become those of the session's "/".
     os.chown(upper, root_id, root_id)
-    os.chmod(upper, 0o755)
+    os.chmod(upper, 0o755)  # noqa: S103 - the session root directory is world-readable, as / is
     return upper, work
 
 

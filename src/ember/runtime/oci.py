@@ -81,15 +81,28 @@ class ContainerConfig:
 def agent_argv(agent_user: str, agent_workdir: str) -> list[str]:
     # -I: ignore PYTHON* variables and the user site; -S: skip site.py (faster start).
     return [
-        AGENT_PYTHON, "-I", "-S", f"{AGENT_MOUNT}/__main__.py",
-        "--user", agent_user, "--workdir", agent_workdir, "--listen-fd", "0",
+        AGENT_PYTHON,
+        "-I",
+        "-S",
+        f"{AGENT_MOUNT}/__main__.py",
+        "--user",
+        agent_user,
+        "--workdir",
+        agent_workdir,
+        "--listen-fd",
+        "0",
     ]
 
 
 def _mounts(config: ContainerConfig) -> list[dict[str, Any]]:
     userns = config.id_shift > 0
     mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/proc",
+            "type": "proc",
+            "source": "proc",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
         {
             "destination": "/dev",
             "type": "tmpfs",
@@ -109,8 +122,18 @@ def _mounts(config: ContainerConfig) -> list[dict[str, Any]]:
             "source": "shm",
             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
         },
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
         {
             "destination": "/sys/fs/cgroup",
             "type": "cgroup",
@@ -126,7 +149,12 @@ def _mounts(config: ContainerConfig) -> list[dict[str, Any]]:
     ]
     for destination, source in sorted(config.bind_files.items()):
         mounts.append(
-            {"destination": destination, "type": "bind", "source": source, "options": ["bind", "ro", "nosuid", "nodev"]}
+            {
+                "destination": destination,
+                "type": "bind",
+                "source": source,
+                "options": ["bind", "ro", "nosuid", "nodev"],
+            }
         )
     return mounts
 
@@ -166,7 +194,10 @@ def oci_config(config: ContainerConfig) -> dict[str, Any]:
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": agent_argv(config.agent_user, config.agent_workdir),
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ],
             "cwd": "/",
             "capabilities": {
                 "bounding": caps,

@@ -112,7 +112,7 @@ def run_streaming(
             assert child.stdout is not None
             for line in child.stdout:
                 line = line.rstrip("\n")
-                tail = (tail + [line])[-40:]
+                tail = [*tail, line][-40:]
                 on_line(line)
             child.wait(timeout=timeout_s)
         except BaseException:

@@ -23,11 +23,33 @@ PROFILE_PATH = "/usr/share/containers/seccomp.json"
 # plus the keyring calls Docker denies outright.
 DOCKER_SYS_ADMIN_ONLY = frozenset(
     {
-        "bpf", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
-        "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at",
-        "open_tree", "perf_event_open", "pivot_root", "quotactl", "quotactl_fd",
-        "setdomainname", "sethostname", "setns", "syslog", "umount", "umount2", "unshare",
-        "add_key", "keyctl", "request_key",
+        "bpf",
+        "clone3",
+        "fanotify_init",
+        "fsconfig",
+        "fsmount",
+        "fsopen",
+        "fspick",
+        "lookup_dcookie",
+        "mount",
+        "mount_setattr",
+        "move_mount",
+        "name_to_handle_at",
+        "open_tree",
+        "perf_event_open",
+        "pivot_root",
+        "quotactl",
+        "quotactl_fd",
+        "setdomainname",
+        "sethostname",
+        "setns",
+        "syslog",
+        "umount",
+        "umount2",
+        "unshare",
+        "add_key",
+        "keyctl",
+        "request_key",
     }
 )
 NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -94,7 +116,14 @@ def oci_seccomp(
             {
                 "names": ["clone"],
                 "action": "SCMP_ACT_ALLOW",
-                "args": [{"index": 0, "value": NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+                "args": [
+                    {
+                        "index": 0,
+                        "value": NAMESPACE_FLAGS,
+                        "valueTwo": 0,
+                        "op": "SCMP_CMP_MASKED_EQ",
+                    }
+                ],
             }
         )
         # ENOSYS makes glibc fall back to clone, whose flags we can inspect.

@@ -75,9 +75,11 @@ class LayerStore:
     def exists(self, layer_id: str) -> bool:
         return (self.path(layer_id) / "meta.json").is_file()
 
-    def list(self) -> list[Layer]:
+    def list_layers(self) -> list[Layer]:
         return [
-            self.get(p.name) for p in self.root.iterdir() if not p.name.startswith(".") and self.exists(p.name)
+            self.get(p.name)
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and self.exists(p.name)
         ]
 
     def chain(self, layer_id: str) -> list[Layer]:
