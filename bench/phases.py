@@ -9,6 +9,7 @@ samples run on unmodified code.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class Phases:
 
     def _wrap_method(self, obj: object, name: str, phase: str) -> None:
         original = getattr(obj, name)
-        if _is_coroutine_function(original):
+        if inspect.iscoroutinefunction(original):
 
             async def timed_async(*args: Any, **kwargs: Any) -> Any:
                 start = time.perf_counter()
@@ -87,9 +88,3 @@ class Phases:
 
 def _mount_phase(source: str, target: str, *, fstype: str | None = None, **_: Any) -> str:
     return "mount_overlay" if fstype == "overlay" else f"mount_{fstype or 'other'}"
-
-
-def _is_coroutine_function(fn: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)

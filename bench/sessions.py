@@ -7,10 +7,9 @@ import tarfile
 from collections.abc import AsyncIterator
 
 from baselines import ECHO_ARGV, EXPECTED
-from measure import ms_since, now
-
 from ember.runtime import ExitStatus, OutputChunk, SessionSpec
 from ember.runtime.container import ContainerRuntime
+from measure import ms_since, now
 
 TRUE_ARGV = ["/bin/true"]
 CHUNK_BYTES = 1024 * 1024
@@ -49,7 +48,9 @@ class Sessions:
         return errors
 
 
-async def run_to_exit(runtime: ContainerRuntime, session_id: str, cmd_id: str, argv: list[str]) -> tuple[float | None, bytes]:
+async def run_to_exit(
+    runtime: ContainerRuntime, session_id: str, cmd_id: str, argv: list[str]
+) -> tuple[float | None, bytes]:
     """exec + logs to the exit status; returns (ms to the first stdout byte, stdout)."""
     agent = runtime.agent(session_id)
     start = now()
@@ -152,4 +153,3 @@ async def _tar_stream(name: str, payload: bytes, size: int) -> AsyncIterator[byt
 def random_payload() -> bytes:
     """1 MiB of incompressible bytes, repeated to make the transferred file."""
     return os.urandom(CHUNK_BYTES)
-

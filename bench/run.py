@@ -1,0 +1,287 @@
+"""Ember's benchmark: session start and agent latency next to bare runc and the host.
+
+    .venv/bin/python bench/run.py [--quick] --data-dir /var/lib/ember-test
+
+Measures, in one run and interleaved (so a noisy neighbour hurts every
+metric alike), and writes bench/results/latest.json:
+
+  container_start_to_first_output  runtime.start() of a fresh session, then
+                                   `echo hi` through the agent (exec + logs)
+                                   until its first stdout byte; the session is
+                                   discarded afterwards, untimed
+  agent_roundtrip                  exec `/bin/true` + logs to its exit status,
+                                   in one long-lived session
+  baseline_runc_run_echo           `runc run` of a bare bundle (from `runc
+                                   spec`) over the image rootfs, read-only,
+                                   running `echo hi`, stdout captured
+  baseline_host_subprocess_echo    a host `echo hi` with captured output
+  file_write_100mb/file_read_100mb agent write_tar / read_file of 100 MiB
+  start_phase_*, discard_phase_*   a separate, instrumented pass over start()
+                                   and discard(), step by step
+
+Every metric is warmed up once before sampling. Nothing here asserts on
+time. Everything created (sessions, runc containers, the temp bundle) is
+named `bench-<random>...` and removed on the way out, on error or Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:  # run as a file, this is already so
+    sys.path.insert(0, str(BENCH_DIR))
+
+from baselines import RuncBaseline, subprocess_echo, which  # noqa: E402
+from ember.image import ImageRecipe, ImageStore  # noqa: E402
+from ember.runtime import proc  # noqa: E402
+from ember.runtime.container import ContainerRuntime, default_id_shift  # noqa: E402
+from measure import latency, ratio, throughput  # noqa: E402
+from phases import Phases  # noqa: E402
+from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
+
+DEFAULT_OUT = BENCH_DIR / "results" / "latest.json"
+TRANSFER_BYTES = 100 * 1024 * 1024
+TRANSFER_NAME = "ember-bench-100mb.bin"
+
+START = "container_start_to_first_output"
+ROUNDTRIP = "agent_roundtrip"
+RUNC = "baseline_runc_run_echo"
+SUBPROCESS = "baseline_host_subprocess_echo"
+WRITE = "file_write_100mb"
+READ = "file_read_100mb"
+
+
+@dataclass(frozen=True)
+class Plan:
+    starts: int
+    roundtrips: int
+    runc_runs: int
+    subprocess_runs: int
+    transfers: int  # each way
+    profiled_starts: int
+
+
+NORMAL = Plan(
+    starts=30, roundtrips=200, runc_runs=30, subprocess_runs=200, transfers=3, profiled_starts=10
+)
+QUICK = Plan(
+    starts=5, roundtrips=30, runc_runs=5, subprocess_runs=30, transfers=1, profiled_starts=3
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, data_dir: str, plan: Plan) -> None:
+        self.plan = plan
+        self.id_shift = default_id_shift()
+        log(f"image in {data_dir} (id shift {self.id_shift})")
+        self.image = ImageStore(data_dir).ensure(ImageRecipe().with_id_shift(self.id_shift))
+        self.runtime = ContainerRuntime(data_dir, id_shift=self.id_shift)
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.runc_path = which("runc")
+        self.sessions = Sessions(self.runtime, self.image.image_id, self.prefix)
+        self.runc = RuncBaseline(self.runc_path, self.image.rootfs, self.prefix)
+        self.roundtrip = RoundTrip(self.sessions)
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.start_only_ms: list[float] = []
+        self.transfer_seconds: dict[str, list[float]] = defaultdict(list)
+        self.phases: dict[str, list[float]] = {}
+
+    # -- one sample of each latency metric, in ms -----------------------------
+
+    async def sample_start(self) -> float:
+        total_ms, started_ms = await start_to_first_output(self.sessions)
+        self.start_only_ms.append(started_ms)
+        return total_ms
+
+    async def sample_roundtrip(self) -> float:
+        return await self.roundtrip.once()
+
+    async def sample_runc(self) -> float:
+        return self.runc.run_echo()
+
+    async def sample_subprocess(self) -> float:
+        return subprocess_echo()
+
+    # -- the run ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            log("cleaning up")
+            errors = await self.sessions.close()
+            self.runc.close()
+            if errors:
+                log(f"cleanup failures: {errors}")
+
+    async def _run(self) -> None:
+        plan = self.plan
+        self.runc.prepare()
+        await self.roundtrip.open()
+        samplers: dict[str, tuple[int, Callable[[], Awaitable[float]]]] = {
+            START: (plan.starts, self.sample_start),
+            ROUNDTRIP: (plan.roundtrips, self.sample_roundtrip),
+            RUNC: (plan.runc_runs, self.sample_runc),
+            SUBPROCESS: (plan.subprocess_runs, self.sample_subprocess),
+        }
+        log("warming up")
+        for _, sample in samplers.values():
+            await sample()
+        self.start_only_ms.clear()
+        # Spread every metric's samples evenly over the whole run.
+        schedule = sorted(
+            ((i + 0.5) / n, order, name)
+            for order, (name, (n, _)) in enumerate(samplers.items())
+            for i in range(n)
+        )
+        log(f"sampling: {', '.join(f'{name} x{n}' for name, (n, _) in samplers.items())}")
+        for done, (_, _, name) in enumerate(schedule, 1):
+            self.samples[name].append(await samplers[name][1]())
+            await asyncio.sleep(0)  # lets a Ctrl-C land between samples
+            if done % 50 == 0 or done == len(schedule):
+                log(f"  {done}/{len(schedule)} samples")
+        await self._transfers()
+        await self.sessions.discard(self.roundtrip.session_id)
+        await self._profile_start()
+
+    async def _transfers(self) -> None:
+        log(f"throughput: {self.plan.transfers} x {TRANSFER_BYTES >> 20} MiB each way, + warm-up")
+        payload = random_payload()
+        for i in range(self.plan.transfers + 1):
+            write_s = await self.roundtrip.write_file(TRANSFER_NAME, payload, TRANSFER_BYTES)
+            read_s = await self.roundtrip.read_file(TRANSFER_NAME, TRANSFER_BYTES)
+            await self.roundtrip.remove_file(TRANSFER_NAME)
+            if i:  # the first pair is the warm-up
+                self.transfer_seconds[WRITE].append(write_s)
+                self.transfer_seconds[READ].append(read_s)
+
+    async def _profile_start(self) -> None:
+        n = self.plan.profiled_starts
+        log(f"profiling start() and discard(): {n} sessions")
+        await start_to_first_output(self.sessions)  # warm-up, unrecorded
+        with Phases(self.runtime) as phases:
+            for _ in range(n):
+                total_ms, started_ms = await start_to_first_output(self.sessions)
+                phases.record("start_total", started_ms)
+                phases.record("first_output_after_start", total_ms - started_ms)
+        self.phases = dict(phases.samples)
+
+    # -- the report -------------------------------------------------------------
+
+    def results(self, meta: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            name: latency(self.samples[name]) for name in (START, ROUNDTRIP, RUNC, SUBPROCESS)
+        }
+        for name in (WRITE, READ):
+            out[name] = throughput(TRANSFER_BYTES, self.transfer_seconds[name])
+        out["ratios"] = {
+            "start_vs_runc": ratio(out[START], out[RUNC]),
+            "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
+        }
+        out["start_phase_runtime_start"] = latency(self.start_only_ms)
+        for phase, samples in sorted(self.phases.items()):
+            kind, _, step = phase.partition("_")
+            name = f"discard_phase_{step}" if kind == "discard" else f"start_phase_{phase}"
+            out[name] = latency(samples)
+        out["meta"] = meta
+        return out
+
+
+def host_meta(bench: Bench, quick: bool) -> dict[str, Any]:
+    uname = os.uname()
+    cpu_model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu_model = next(
+            (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+        )
+    runc_version = (
+        proc.run([bench.runc_path, "--version"], timeout_s=10).stdout.decode().splitlines()[0]
+    )
+    return {
+        "kernel": uname.release,
+        "kernel_version": uname.version,
+        "arch": uname.machine,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "runc": runc_version,
+        "image_id": bench.image.image_id,
+        "id_shift": bench.id_shift,
+        "quick": quick,
+        "plan": asdict(bench.plan),
+        "id_prefix": bench.prefix,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_before": list(os.getloadavg()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="few samples: the whole run in well under a minute"
+    )
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("EMBER_TEST_DATA_DIR", "/var/lib/ember-test")
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        log("needs root (runc, mounts)")
+        return 2
+
+    bench = Bench(args.data_dir, QUICK if args.quick else NORMAL)
+    meta = host_meta(bench, args.quick)
+    started = time.monotonic()
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await bench.run()
+
+    try:
+        asyncio.run(run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted; everything created was removed")
+        return 130
+    meta["duration_s"] = round(time.monotonic() - started, 1)
+    meta["loadavg_after"] = list(os.getloadavg())
+    meta["notes"] = {
+        "throughput": f"{TRANSFER_BYTES} bytes, median of {bench.plan.transfers}; MB = 10^6 bytes; "
+        "read_file right after write_tar (warm page cache)",
+        "sampling": "metrics interleaved over the run; each warmed up once",
+        "transfer_seconds": {
+            k: [round(s, 3) for s in v] for k, v in bench.transfer_seconds.items()
+        },
+    }
+    results = bench.results(meta)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
