@@ -19,6 +19,23 @@ from typing import Any
 from ember.runtime import disk, mounts
 from ember.runtime.container import ContainerRuntime
 
+# Report order: start() and its steps as they happen, then discard()'s.
+START_STEPS = ("prepare_rootfs_total", "runc_run_detach", "agent_hello")
+ORDER = (
+    "start_total",
+    "prepare_rootfs_total",
+    "create_disk_mkfs",
+    "mount_ext4",
+    "mount_overlay",
+    "runc_run_detach",
+    "agent_hello",
+    "other",
+    "first_output_after_start",
+    "discard_teardown",
+    "discard_umount_each",
+    "discard_remove_tree",
+)
+
 
 class Phases:
     def __init__(self, runtime: ContainerRuntime) -> None:
@@ -28,6 +45,25 @@ class Phases:
 
     def record(self, phase: str, ms: float) -> None:
         self.samples[phase].append(ms)
+
+    def metrics(self) -> dict[str, list[float]]:
+        """Samples per metric name (`start_phase_*`, `discard_phase_*`), in ORDER.
+
+        `other` is what start() spends outside its three big steps (config,
+        bundle, bookkeeping, thread hops), per start.
+        """
+        samples = dict(self.samples)
+        steps = [samples.get(step, []) for step in START_STEPS]
+        totals = samples.get("start_total", [])
+        if totals and all(len(s) == len(totals) for s in steps):
+            samples["other"] = [t - sum(parts) for t, *parts in zip(totals, *steps, strict=True)]
+        names = [n for n in ORDER if n in samples] + sorted(set(samples) - set(ORDER))
+        out = {}
+        for name in names:
+            kind, _, step = name.partition("_")
+            key = f"discard_phase_{step}" if kind == "discard" else f"start_phase_{name}"
+            out[key] = samples[name]
+        return out
 
     def __enter__(self) -> Phases:
         rt = self.runtime

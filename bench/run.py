@@ -184,7 +184,7 @@ class Bench:
                 total_ms, started_ms = await start_to_first_output(self.sessions)
                 phases.record("start_total", started_ms)
                 phases.record("first_output_after_start", total_ms - started_ms)
-        self.phases = dict(phases.samples)
+        self.phases = phases.metrics()
 
     # -- the report -------------------------------------------------------------
 
@@ -199,9 +199,7 @@ class Bench:
             "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
         }
         out["start_phase_runtime_start"] = latency(self.start_only_ms)
-        for phase, samples in sorted(self.phases.items()):
-            kind, _, step = phase.partition("_")
-            name = f"discard_phase_{step}" if kind == "discard" else f"start_phase_{phase}"
+        for name, samples in self.phases.items():
             out[name] = latency(samples)
         out["meta"] = meta
         return out

@@ -65,9 +65,22 @@ async def test_root_commands_and_environment(start_session) -> None:
         'id -u; echo "$HOME $GREETING"', user="root", env={"GREETING": "hi there"}
     )
     assert result.stdout.decode().splitlines() == ["0", "/root hi there"]
-    passwordless = await session.sh("sudo -n true 2>&1; echo rc=$?")
-    # With no_new_privs, setuid sudo cannot elevate; root goes through user="root".
-    assert "rc=" in passwordless.stdout.decode()
+
+
+async def test_sudo_works_inside_despite_no_new_privs(start_session) -> None:
+    session = await start_session()
+    status = await session.sh("grep NoNewPrivs /proc/self/status")
+    assert status.stdout.split() == [b"NoNewPrivs:", b"1"]
+    elevated = await session.sh(
+        "sudo id -u; sudo -u nobody id -un; echo piped | sudo cat; sudo -i pwd"
+    )
+    assert elevated.stdout.decode().split() == ["0", "nobody", "piped", "/root"]
+    assert (await session.sh("sudo sh -c 'exit 7'")).exit_code == 7
+    interrupted = await session.sh("sudo sleep 100 & sleep 0.3; kill -INT $!; wait $!; echo rc=$?")
+    assert interrupted.stdout == b"rc=130\n"
+    # Only the sandbox user (and root) may use it, as with the image's sudoers rule.
+    refused = await session.sh("sudo -u nobody sudo id", user="root")
+    assert refused.exit_code != 0 and b"sudoers" in refused.stderr
 
 
 async def test_exit_codes_and_unstartable_commands(start_session) -> None:

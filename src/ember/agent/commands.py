@@ -187,6 +187,57 @@ class CommandTable:
             command.timer.start()
         return command
 
+    def spawn_with_fds(
+        self,
+        argv: list[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        user: User,
+        fds: tuple[int, int, int],
+    ) -> Command:
+        """Start a process on the caller's stdin/stdout/stderr (for the sudo service).
+
+        It is supervised and reaped like a command but not listed: it belongs
+        to a process inside the session, not to the control plane.
+        """
+        command = Command("", argv, cwd, user.name, now_ms(), time.monotonic())
+        with self._lock:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=fds[0],
+                    stdout=fds[1],
+                    stderr=fds[2],
+                    user=user.uid,
+                    group=user.gid,
+                    extra_groups=list(user.groups),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                self._fail_to_start(command, exc)
+                return command
+            command.popen, command.pid = popen, popen.pid
+            self._by_pid[popen.pid] = command
+            self._has_children.set()
+        with contextlib.suppress(OSError), open(f"/proc/{command.pid}/oom_score_adj", "w") as f:
+            f.write(COMMAND_OOM_SCORE_ADJ)
+        return command
+
+    def signal_command(self, command: Command, signum: int) -> None:
+        """Signal the command's process group (or the process, if it left it)."""
+        with self._lock:
+            if command.done or not command.pid:
+                return
+            try:
+                os.killpg(command.pid, signum)
+            except ProcessLookupError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(command.pid, signum)
+
     def _fail_to_start(self, command: Command, exc: OSError) -> None:
         """Record a command that could not start, the way a shell reports it."""
         if exc.filename == command.cwd or (
@@ -324,18 +375,12 @@ class CommandTable:
             return command.to_json()
 
     def signal(self, cmd_id: str, signum: int) -> None:
-        command = self.get(cmd_id)
-        with self._lock:
-            if command.done or not command.pid:
-                return
-            try:
-                os.killpg(command.pid, signum)
-            except ProcessLookupError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(command.pid, signum)
+        self.signal_command(self.get(cmd_id), signum)
 
     def wait(self, cmd_id: str) -> Command:
-        command = self.get(cmd_id)
+        return self.wait_for(self.get(cmd_id))
+
+    def wait_for(self, command: Command) -> Command:
         with self._lock:
             while not command.done:
                 self._changed.wait()

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import files, protocol
 from .commands import CommandTable, User, now_ms
+from .sudo_service import SudoService
 
 CMD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Handler = Callable[["Connection", dict[str, Any]], None]
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     listener = socket.socket(fileno=args.listen_fd)
     os.set_inheritable(listener.fileno(), False)
     agent = Agent(User.lookup(args.user), args.workdir)
+    SudoService(agent.commands, agent.user).listen()
 
     def stop(signum: int, _frame: object) -> None:
         agent.commands.terminate_all()

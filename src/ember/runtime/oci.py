@@ -147,6 +147,15 @@ def _mounts(config: ContainerConfig) -> list[dict[str, Any]]:
             "options": ["rbind", "ro", "nosuid", "nodev"],
         },
     ]
+    # sudo without setuid (sessions run with no_new_privs): see agent/sudo_service.py.
+    mounts.append(
+        {
+            "destination": "/usr/bin/sudo",
+            "type": "bind",
+            "source": f"{config.agent_dir}/sudo_shim.py",
+            "options": ["bind", "ro", "nodev"],
+        }
+    )
     for destination, source in sorted(config.bind_files.items()):
         mounts.append(
             {

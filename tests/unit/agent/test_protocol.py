@@ -36,4 +36,7 @@ def test_bad_frames_are_refused() -> None:
 
 def test_errors_carry_their_code() -> None:
     error = protocol.AgentError(protocol.NOT_FOUND, "no such file")
-    assert error.to_json() == {"ok": False, "error": {"code": "not_found", "message": "no such file"}}
+    assert error.to_json() == {
+        "ok": False,
+        "error": {"code": "not_found", "message": "no such file"},
+    }

@@ -44,7 +44,13 @@ def test_privileges_are_dropped() -> None:
     process = config()["process"]
     caps = process["capabilities"]
     assert caps["bounding"] == caps["effective"] == caps["permitted"]
-    for dangerous in ("CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_NET_ADMIN"):
+    for dangerous in (
+        "CAP_SYS_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_MODULE",
+        "CAP_NET_ADMIN",
+    ):
         assert dangerous not in caps["bounding"]
     assert caps["ambient"] == [] and caps["inheritable"] == []
     assert process["noNewPrivileges"] is True
@@ -55,7 +61,12 @@ def test_privileges_are_dropped() -> None:
 
 def test_agent_is_pid_one_from_a_read_only_mount() -> None:
     generated = config()
-    assert generated["process"]["args"][:4] == ["/usr/bin/python3", "-I", "-S", f"{AGENT_MOUNT}/__main__.py"]
+    assert generated["process"]["args"][:4] == [
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        f"{AGENT_MOUNT}/__main__.py",
+    ]
     agent_mount = next(m for m in generated["mounts"] if m["destination"] == AGENT_MOUNT)
     assert agent_mount["source"] == "/opt/agent" and "ro" in agent_mount["options"]
     assert generated["root"] == {"path": "/s/rootfs", "readonly": False}

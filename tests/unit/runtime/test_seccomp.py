@@ -14,7 +14,10 @@ PROFILE = {
     "defaultAction": "SCMP_ACT_ERRNO",
     "defaultErrnoRet": 38,
     "syscalls": [
-        {"names": ["read", "write", "mount", "unshare", "clone", "keyctl"], "action": "SCMP_ACT_ALLOW"},
+        {
+            "names": ["read", "write", "mount", "unshare", "clone", "keyctl"],
+            "action": "SCMP_ACT_ALLOW",
+        },
         {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
         {"names": ["s390_thing"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["s390x"]}},
         {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_CHROOT"]}},
@@ -31,7 +34,9 @@ PROFILE = {
 
 def allowed(resolved: dict) -> set[str]:
     return {
-        n for rule in resolved["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" and "args" not in rule
+        n
+        for rule in resolved["syscalls"]
+        if rule["action"] == "SCMP_ACT_ALLOW" and "args" not in rule
         for n in rule["names"]
     }
 
