@@ -30,8 +30,8 @@ def _recv_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """Read the first frame and the three descriptors sent with it."""
     fds = array.array("i")
     data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(3 * fds.itemsize))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+    for level, message_type, payload in ancdata:
+        if level == socket.SOL_SOCKET and message_type == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     received = list(fds)
     if len(data) < protocol.HEADER_BYTES:

@@ -13,7 +13,7 @@ import socket
 import sys
 
 sys.path.insert(0, "/.ember")
-from agent import protocol  # type: ignore[import-not-found]  # noqa: E402 - the in-session name
+from agent import protocol  # type: ignore[import-not-found]
 
 SOCKET_NAME = b"\0ember-sudo"
 FORWARDED = (
