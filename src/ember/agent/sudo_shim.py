@@ -48,7 +48,7 @@ def parse(args: list[str]) -> tuple[str, bool, bool, list[str]]:
             user = arg[2:]
         elif arg in ("-l", "--list"):
             print(
-                "User may run the following commands on this sandbox:\n    (ALL : ALL) NOPASSWD: ALL"
+                "User may run these commands on this sandbox:\n    (ALL : ALL) NOPASSWD: ALL"
             )
             raise SystemExit(0)
         elif arg in ("-h", "--help"):
