@@ -43,4 +43,4 @@ def throughput(size_bytes: int, seconds: Sequence[float]) -> dict[str, Any]:
 
 
 def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float:
-    return round(numerator["p50_ms"] / denominator["p50_ms"], 2)
+    return round(float(numerator["p50_ms"]) / float(denominator["p50_ms"]), 2)

@@ -78,7 +78,7 @@ class Plan:
 
 
 NORMAL = Plan(
-    starts=30, roundtrips=200, runc_runs=30, subprocess_runs=200, transfers=3, profiled_starts=10
+    starts=30, roundtrips=200, runc_runs=30, subprocess_runs=200, transfers=3, profiled_starts=20
 )
 QUICK = Plan(
     starts=5, roundtrips=30, runc_runs=5, subprocess_runs=30, transfers=1, profiled_starts=3
@@ -129,8 +129,8 @@ class Bench:
             await self._run()
         finally:
             log("cleaning up")
+            self.runc.close()  # first: it never awaits, so a pending cancellation cannot skip it
             errors = await self.sessions.close()
-            self.runc.close()
             if errors:
                 log(f"cleanup failures: {errors}")
 
@@ -223,6 +223,7 @@ def host_meta(bench: Bench, quick: bool) -> dict[str, Any]:
         "cpu_model": cpu_model,
         "python": platform.python_version(),
         "runc": runc_version,
+        "cgroup": "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1",
         "image_id": bench.image.image_id,
         "id_shift": bench.id_shift,
         "quick": quick,
@@ -262,7 +263,7 @@ def main() -> int:
     try:
         asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; everything created was removed")
+        log("interrupted (cleanup ran, see above)")
         return 130
     meta["duration_s"] = round(time.monotonic() - started, 1)
     meta["loadavg_after"] = list(os.getloadavg())
@@ -270,6 +271,9 @@ def main() -> int:
         "throughput": f"{TRANSFER_BYTES} bytes, median of {bench.plan.transfers}; MB = 10^6 bytes; "
         "read_file right after write_tar (warm page cache)",
         "sampling": "metrics interleaved over the run; each warmed up once",
+        "phases": "start_phase_runtime_start: start() alone, within the headline start samples; "
+        "the other start_phase_*/discard_phase_*: a separate pass with start() and discard() "
+        "instrumented step by step (discard_phase_umount_each: one umount, two per session)",
         "transfer_seconds": {
             k: [round(s, 3) for s in v] for k, v in bench.transfer_seconds.items()
         },

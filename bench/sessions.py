@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from baselines import ECHO_ARGV, EXPECTED
 from ember.runtime import ExitStatus, OutputChunk, SessionSpec
@@ -13,6 +16,7 @@ from measure import ms_since, now
 
 TRUE_ARGV = ["/bin/true"]
 CHUNK_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 
 class Sessions:
@@ -31,29 +35,54 @@ class Sessions:
 
     async def start(self, session_id: str) -> None:
         self.live.append(session_id)  # before start: an interrupted start is cleaned too
-        await self.runtime.start(SessionSpec(session_id=session_id, image_id=self.image_id))
+        spec = SessionSpec(session_id=session_id, image_id=self.image_id)
+        await finish_even_if_cancelled(self.runtime.start(spec))
 
     async def discard(self, session_id: str) -> None:
-        await self.runtime.discard(session_id)
+        await finish_even_if_cancelled(self.runtime.discard(session_id))
         self.live.remove(session_id)
 
     async def close(self) -> list[str]:
         """Discard whatever is left; returns the failures (cleanup keeps going)."""
         errors = []
+        cancelled = False
         for session_id in list(self.live):
             try:
                 await self.discard(session_id)
+            except asyncio.CancelledError:  # a Ctrl-C pending from before: clean up, then honour it
+                cancelled = True
             except Exception as exc:
                 errors.append(f"{session_id}: {exc!r}")
+        if cancelled:
+            raise asyncio.CancelledError
         return errors
+
+
+async def finish_even_if_cancelled(step: Coroutine[Any, Any, T]) -> T:
+    """Await `step`; if we are cancelled meanwhile, let it finish first, then re-raise.
+
+    Cancelling start() or discard() half way is unsafe: their work in
+    `asyncio.to_thread` goes on after the cancellation, racing the cleanup (a
+    cancelled start() can leave mounts behind), and a `runc run` killed half
+    way leaves its cgroups behind. A step takes ~0.1 s, so waiting is cheap.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # its failure is not the news here
+            await task
+        raise
 
 
 async def run_to_exit(
     runtime: ContainerRuntime, session_id: str, cmd_id: str, argv: list[str]
 ) -> tuple[float | None, bytes]:
-    """exec + logs to the exit status; returns (ms to the first stdout byte, stdout)."""
+    """exec + logs to the exit status; returns (when the first stdout byte came, stdout).
+
+    The time is a `measure.now()` reading, or None without output.
+    """
     agent = runtime.agent(session_id)
-    start = now()
     await agent.exec(cmd_id, argv)
     first: float | None = None
     stdout = bytearray()
@@ -62,7 +91,7 @@ async def run_to_exit(
         if isinstance(item, OutputChunk):
             if item.stream == "stdout" and item.data:
                 if first is None:
-                    first = ms_since(start)
+                    first = now()
                 stdout += item.data
         else:
             status = item
@@ -81,10 +110,10 @@ async def start_to_first_output(sessions: Sessions) -> tuple[float, float]:
         start = now()
         await sessions.start(session_id)
         started_ms = ms_since(start)
-        _, stdout = await run_to_exit(sessions.runtime, session_id, "c1", ECHO_ARGV)
-        total_ms = ms_since(start)
-        if stdout != EXPECTED:
+        first, stdout = await run_to_exit(sessions.runtime, session_id, "c1", ECHO_ARGV)
+        if first is None or stdout != EXPECTED:
             raise RuntimeError(f"echo in a session printed {stdout!r}")
+        total_ms = (first - start) * 1000.0
     finally:
         await sessions.discard(session_id)
     return total_ms, started_ms
