@@ -47,9 +47,7 @@ def parse(args: list[str]) -> tuple[str, bool, bool, list[str]]:
         elif arg.startswith("-u") and len(arg) > 2:
             user = arg[2:]
         elif arg in ("-l", "--list"):
-            print(
-                "User may run these commands on this sandbox:\n    (ALL : ALL) NOPASSWD: ALL"
-            )
+            print("User may run these commands on this sandbox:\n    (ALL : ALL) NOPASSWD: ALL")
             raise SystemExit(0)
         elif arg in ("-h", "--help"):
             print(USAGE)

@@ -116,5 +116,87 @@ def image_ls(
     Console().print(table)
 
 
+token_app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
+app.add_typer(token_app, name="token")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    max_timeout: Annotated[
+        str, typer.Option(help="Longest session timeout allowed, e.g. 24h.")
+    ] = "24h",
+    domain: Annotated[str, typer.Option(help="Domain of exposed ports' URLs.")] = "localhost",
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run emberd, the Ember server."""
+    import logging
+
+    import uvicorn
+
+    from ember.api import create_app
+    from ember.control import Settings
+    from ember.daemon import build_plane, ensure_first_token
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(
+        data_dir=data_dir.resolve(),
+        max_timeout_ms=parse_duration_ms(max_timeout),
+        public_domain=domain,
+        public_port=port,
+    )
+    with console.status("preparing the base image") as status:
+        plane = build_plane(settings, lambda line: status.update(f"base image: {line[:100]}"))
+    url = f"http://{host}:{port}"
+    first = ensure_first_token(plane.db, settings.data_dir, url)
+    if first:
+        console.print(
+            f"created project 'default' ({first.project_id}, team {first.team_id}) and its first token;\n"
+            f"token and URL are in {first.path}:\n  EMBER_URL={url}\n  EMBER_TOKEN={first.token}"
+        )
+    console.print(f"emberd listening on {url}")
+    uvicorn.run(create_app(plane), host=host, port=port, log_level=log_level, access_log=False)
+
+
+@token_app.command("create")
+def token_create(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    project: Annotated[
+        str, typer.Option(help="Project the token belongs to (created if new).")
+    ] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a new bearer token for a project."""
+    from ember.control import create_token
+    from ember.daemon import open_database
+
+    database = open_database(data_dir)
+    token, row = database.run_sync(lambda db: create_token(db, project))
+    database.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"token": token, "project": row.name, "projectId": row.id, "teamId": row.team_id}
+            )
+        )
+    else:
+        typer.echo(token)
+
+
+def parse_duration_ms(text: str) -> int:
+    """`30s`, `5m`, `2h`, `1d` or plain milliseconds."""
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
+            return int(text[: -len(suffix)]) * units[suffix]
+    if text.isdigit():
+        return int(text)
+    raise typer.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
+
+
 def main() -> None:
     app()

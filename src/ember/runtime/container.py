@@ -35,6 +35,7 @@ from ember.snapshots import LayerStore
 from . import cgroups, disk, mounts, oci, proc, seccomp
 from .agent_client import AgentClient, AgentUnavailableError
 from .base import (
+    EmberRuntimeError,
     FrozenLayer,
     Resources,
     ResourceUsage,
@@ -90,7 +91,9 @@ class ContainerRuntime:
         self.data_dir = Path(data_dir)
         self.sessions_dir = self.data_dir / "sessions"
         self.id_shift = id_shift
+        self._private_dir(self.data_dir)
         self._private_dir(self.sessions_dir)
+        self._check_traversable(self.data_dir)
         self.images = images or ImageStore(data_dir)
         self.layers = layers or LayerStore(data_dir)
         self.no_new_privileges = no_new_privileges
@@ -121,6 +124,18 @@ class ContainerRuntime:
         if not session_id or "/" in session_id or session_id.startswith("."):
             raise SessionNotFoundError(f"invalid session id {session_id!r}")
         return self.sessions_dir / session_id
+
+    def _check_traversable(self, path: Path) -> None:
+        """Every directory above the data dir must let the namespaced root pass."""
+        if not self.id_shift:
+            return
+        for parent in path.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise EmberRuntimeError(
+                    f"{parent} is not searchable by others (mode {oct(os.stat(parent).st_mode & 0o777)}); "
+                    f"sessions in user namespaces cannot reach {path}: use a data directory "
+                    "below world-searchable directories, e.g. /var/lib/ember"
+                )
 
     @staticmethod
     def container_id(session_id: str) -> str:

@@ -1,0 +1,227 @@
+"""Routes of sessions: list, get, stop, extend-timeout, snapshot; commands; files."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
+
+from ember.control.states import raise_unless_running
+from ember.control.views import command_view, routes, sandbox_view, session_view, snapshot_view
+from ember.wire import errors
+from ember.wire.base import RequestModel
+from ember.wire.command import CommandList, CommandResponse, KillRequest, RunCommandRequest
+from ember.wire.common import Pagination
+from ember.wire.session import (
+    ExtendTimeoutRequest,
+    SessionList,
+    SessionResponse,
+    SessionSnapshotResponse,
+    StopResponse,
+)
+from ember.wire.snapshot import SnapshotRequest
+
+from .deps import Caller, Plane
+from .ndjson import ndjson_response
+
+router = APIRouter()
+M = TypeVar("M", bound=RequestModel)
+SESSION = "/v2/sandboxes/sessions/{session_id}"
+
+
+class MkdirRequest(RequestModel):
+    path: str
+    cwd: str | None = None
+    recursive: bool = False
+
+
+class ReadRequest(RequestModel):
+    path: str
+    cwd: str | None = None
+
+
+async def optional_body(request: Request, model: type[M]) -> M:
+    """Parse a body that clients may leave empty."""
+    raw = await request.body()
+    try:
+        return model.model_validate(json.loads(raw) if raw.strip() else {})
+    except (ValueError, ValidationError) as exc:
+        raise errors.BadRequestError(f"invalid body: {exc}") from None
+
+
+@router.get("/v2/sandboxes/sessions", response_model=SessionList)
+async def list_sessions(
+    control: Plane,
+    caller: Caller,
+    name: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    sort_order: Annotated[str | None, Query(alias="sortOrder")] = None,
+) -> SessionList:
+    page = await control.sessions.query(
+        caller, sandbox_name=name, limit=limit, cursor=cursor, sort_order=sort_order
+    )
+    return SessionList(
+        sessions=[session_view(row, sandbox_name) for row, sandbox_name in page.items],
+        pagination=Pagination(count=len(page.items), next=page.next_cursor),
+    )
+
+
+@router.get(SESSION, response_model=SessionResponse)
+async def get_session(session_id: str, control: Plane, caller: Caller) -> SessionResponse:
+    session, sandbox = await control.sessions.get(caller, session_id)
+    return SessionResponse(
+        session=session_view(session, sandbox.name), routes=routes(sandbox, control.settings)
+    )
+
+
+@router.post(SESSION + "/stop", response_model=StopResponse)
+async def stop_session(session_id: str, control: Plane, caller: Caller) -> StopResponse:
+    await control.load_session(caller, session_id)
+    result = await control.stop_session(session_id)
+    return StopResponse(
+        session=session_view(result.session, result.sandbox.name),
+        sandbox=sandbox_view(result.sandbox, result.session, control.settings),
+        snapshot=snapshot_view(result.snapshot) if result.snapshot else None,
+    )
+
+
+@router.post(SESSION + "/extend-timeout", response_model=SessionResponse)
+async def extend_timeout(
+    session_id: str, body: ExtendTimeoutRequest, control: Plane, caller: Caller
+) -> SessionResponse:
+    session = await control.extend_timeout(caller, session_id, body.duration)
+    return SessionResponse(session=session_view(session))
+
+
+@router.post(SESSION + "/snapshot", response_model=SessionSnapshotResponse)
+@router.post("/v3/sandboxes/sessions/{session_id}/snapshot", include_in_schema=False)
+async def snapshot_session(
+    session_id: str, request: Request, control: Plane, caller: Caller
+) -> SessionSnapshotResponse:
+    body = await optional_body(request, SnapshotRequest)
+    session, _ = await control.load_session(caller, session_id)
+    raise_unless_running(session)
+    result = await control.stop_session(
+        session_id, snapshot="snapshot", expiration_ms=body.expiration
+    )
+    if result.snapshot is None:
+        raise errors.InternalError(
+            "the snapshot could not be written; the session's filesystem was kept"
+        )
+    return SessionSnapshotResponse(
+        snapshot=snapshot_view(result.snapshot),
+        session=session_view(result.session, result.sandbox.name),
+    )
+
+
+@router.post(SESSION + "/network-policy")
+async def network_policy(session_id: str, control: Plane, caller: Caller) -> Response:
+    await control.load_session(caller, session_id)
+    raise errors.NotImplementedYetError(
+        "live network policy changes arrive with Ember's networking; set networkPolicy with PATCH for now"
+    )
+
+
+@router.post(SESSION + "/interactive")
+async def interactive(session_id: str, control: Plane, caller: Caller) -> Response:
+    await control.load_session(caller, session_id)
+    raise errors.NotImplementedYetError("interactive terminals arrive with Ember's SDK and CLI")
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@router.post(SESSION + "/cmd", response_model=CommandResponse)
+async def run_command(
+    session_id: str,
+    body: RunCommandRequest,
+    control: Plane,
+    caller: Caller,
+    wait: bool = False,
+    logs: bool = False,
+) -> Response:
+    if wait or body.wait:
+        request = body.model_copy(update={"wait": True, "logs": body.logs or logs})
+        return ndjson_response(await control.commands.run_stream(caller, session_id, request))
+    row = await control.commands.start(caller, session_id, body)
+    return _json(CommandResponse(command=command_view(row)))
+
+
+@router.get(SESSION + "/cmd", response_model=CommandList)
+async def list_commands(session_id: str, control: Plane, caller: Caller) -> CommandList:
+    return CommandList(
+        commands=[command_view(row) for row in await control.commands.query(caller, session_id)]
+    )
+
+
+@router.get(SESSION + "/cmd/{cmd_id}", response_model=CommandResponse)
+async def get_command(
+    session_id: str, cmd_id: str, control: Plane, caller: Caller, wait: bool = False
+) -> CommandResponse:
+    return CommandResponse(
+        command=command_view(await control.commands.get(caller, session_id, cmd_id, wait=wait))
+    )
+
+
+@router.post(SESSION + "/cmd/{cmd_id}/kill", response_model=CommandResponse)
+async def kill_command(
+    session_id: str, cmd_id: str, request: Request, control: Plane, caller: Caller
+) -> CommandResponse:
+    body = await optional_body(request, KillRequest)
+    return CommandResponse(
+        command=command_view(await control.commands.kill(caller, session_id, cmd_id, body.signal))
+    )
+
+
+@router.get(SESSION + "/cmd/{cmd_id}/logs")
+async def command_logs(
+    session_id: str, cmd_id: str, control: Plane, caller: Caller
+) -> StreamingResponse:
+    return ndjson_response(await control.commands.logs(caller, session_id, cmd_id))
+
+
+@router.post(SESSION + "/cmd/{cmd_id}/stdin")
+async def command_stdin(
+    session_id: str, cmd_id: str, request: Request, control: Plane, caller: Caller
+) -> dict[str, int]:
+    written = await control.commands.write_stdin(caller, session_id, cmd_id, request.stream())
+    return {"bytes": written}
+
+
+# -- files ----------------------------------------------------------------------
+
+
+@router.post(SESSION + "/fs/mkdir")
+async def mkdir(
+    session_id: str, body: MkdirRequest, control: Plane, caller: Caller
+) -> dict[str, object]:
+    await control.files.mkdir(caller, session_id, body.path, body.cwd, body.recursive)
+    return {}
+
+
+@router.post(SESSION + "/fs/read")
+async def read_file(
+    session_id: str, body: ReadRequest, control: Plane, caller: Caller
+) -> StreamingResponse:
+    chunks = await control.files.read(caller, session_id, body.path, body.cwd)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.post(SESSION + "/fs/write")
+async def write_files(
+    session_id: str,
+    request: Request,
+    control: Plane,
+    caller: Caller,
+    x_cwd: Annotated[str | None, Header()] = None,
+) -> dict[str, object]:
+    await control.files.write(caller, session_id, x_cwd, request.stream())
+    return {}
+
+
+def _json(model: CommandResponse) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")

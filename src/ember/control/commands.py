@@ -1,0 +1,239 @@
+"""Commands: run (blocking or detached), list, get and wait, kill, logs, stdin."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import shlex
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from ember.runtime import AgentUnavailableError, ExitStatus, OutputChunk
+from ember.store import models
+from ember.wire import errors
+from ember.wire.command import RunCommandRequest
+
+from .agent_calls import agent_errors
+from .auth import Principal
+from .ids import new_id
+from .states import raise_unless_running
+from .views import command_view
+
+if TYPE_CHECKING:
+    from .plane import ControlPlane
+
+log = logging.getLogger("ember.control")
+
+
+class _TextStreams:
+    """Incremental UTF-8 decoding per stream: a character split across chunks stays whole."""
+
+    def __init__(self) -> None:
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for name in ("stdout", "stderr")
+        }
+
+    def decode(self, chunk: OutputChunk) -> str:
+        return self._decoders[chunk.stream].decode(chunk.data)
+
+    def flush(self) -> list[tuple[str, str]]:
+        return [
+            (name, text)
+            for name, d in self._decoders.items()
+            if (text := d.decode(b"", final=True))
+        ]
+
+
+class Commands:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def _command(
+        self, principal: Principal, session_id: str, cmd_id: str
+    ) -> tuple[models.Command, models.Session]:
+        session, _ = await self.plane.load_session(principal, session_id)
+        row = await self.plane.db.run(lambda db: db.get(models.Command, cmd_id))
+        if row is None or row.session_id != session_id:
+            raise errors.CommandNotFoundError(f"no command {cmd_id!r} in session {session_id}")
+        return row, session
+
+    async def start(
+        self, principal: Principal, session_id: str, request: RunCommandRequest
+    ) -> models.Command:
+        session, sandbox = await self.plane.running_session(principal, session_id)
+        cmd_id = new_id("cmd")
+        cwd = request.cwd or session.cwd
+        if not cwd.startswith("/"):
+            cwd = f"{session.cwd.rstrip('/')}/{cwd}"
+        env = {**sandbox.env, **request.env}
+        with agent_errors(self.plane, session):
+            reply = await self.plane.agent(session).exec(
+                cmd_id,
+                [request.command, *request.args],
+                cwd=cwd,
+                env=env,
+                user="root" if request.sudo else "default",
+                timeout_ms=request.timeout,
+                stdin=request.stdin,
+            )
+        row = models.Command(
+            id=cmd_id,
+            session_id=session_id,
+            name=request.command,
+            args=list(request.args),
+            cwd=cwd,
+            sudo=request.sudo,
+            started_at=int(reply["started_at_ms"]),
+            exit_code=None,
+            duration_ms=None,
+        )
+        await self.plane.db.run(lambda db: db.add(row))
+        log.info(
+            "session %s: command %s: %s",
+            session_id,
+            cmd_id,
+            shlex.join([request.command, *request.args]),
+        )
+        self.plane.spawn(self._watch(session, cmd_id), f"watch-{cmd_id}")
+        return row
+
+    async def _watch(self, session: models.Session, cmd_id: str) -> None:
+        """Record the exit code when the command ends, whoever is listening."""
+        with contextlib.suppress(AgentUnavailableError):
+            status = await self.plane.agent(session).wait(cmd_id)
+            await self._record_exit(cmd_id, status)
+
+    async def _record_exit(self, cmd_id: str, status: ExitStatus) -> models.Command:
+        def record(db: DbSession) -> models.Command:
+            row = db.get(models.Command, cmd_id)
+            assert row is not None
+            if row.exit_code is None:
+                row.exit_code, row.duration_ms = status.exit_code, status.duration_ms
+            return row
+
+        return await self.plane.db.run(record)
+
+    async def watch_unfinished(self, session_id: str) -> None:
+        """After a restart, watch the adopted session's commands again."""
+        session = await self.plane.db.run(lambda db: db.get(models.Session, session_id))
+        assert session is not None
+        unfinished = await self.plane.db.run(
+            lambda db: list(
+                db.scalars(
+                    select(models.Command.id).where(
+                        models.Command.session_id == session_id, models.Command.exit_code.is_(None)
+                    )
+                )
+            )
+        )
+        for cmd_id in unfinished:
+            self.plane.spawn(self._watch(session, cmd_id), f"watch-{cmd_id}")
+
+    async def run_stream(
+        self, principal: Principal, session_id: str, request: RunCommandRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The blocking form as NDJSON objects: the command, its logs, the finished command."""
+        row = await self.start(principal, session_id, request)
+        session, _ = await self.plane.load_session(principal, session_id)
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            yield {"command": command_view(row).model_dump(mode="json")}
+            try:
+                if request.logs:
+                    async for item in self._log_items(session, row.id):
+                        if isinstance(item, ExitStatus):
+                            await self._record_exit(row.id, item)
+                        else:
+                            yield item
+                else:
+                    await self._record_exit(row.id, await self.plane.agent(session).wait(row.id))
+            except AgentUnavailableError:
+                yield _stream_error(
+                    errors.SandboxStoppedError("the session stopped while the command ran")
+                )
+                return
+            final = await self.plane.db.run(lambda db: db.get(models.Command, row.id))
+            assert final is not None
+            yield {"command": command_view(final).model_dump(mode="json")}
+
+        return lines()
+
+    async def _log_items(
+        self, session: models.Session, cmd_id: str
+    ) -> AsyncIterator[dict[str, Any] | ExitStatus]:
+        text = _TextStreams()
+        async for item in self.plane.agent(session).logs(cmd_id):
+            if isinstance(item, OutputChunk):
+                if data := text.decode(item):
+                    yield {"stream": item.stream, "data": data}
+            else:
+                for stream, data in text.flush():
+                    yield {"stream": stream, "data": data}
+                yield item
+
+    async def logs(
+        self, principal: Principal, session_id: str, cmd_id: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        _, session = await self._command(principal, session_id, cmd_id)
+        raise_unless_running(session)
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for item in self._log_items(session, cmd_id):
+                    if isinstance(item, ExitStatus):
+                        await self._record_exit(cmd_id, item)
+                    else:
+                        yield item
+            except AgentUnavailableError:
+                yield _stream_error(errors.SandboxStoppedError("the session stopped"))
+
+        return lines()
+
+    async def get(
+        self, principal: Principal, session_id: str, cmd_id: str, *, wait: bool
+    ) -> models.Command:
+        row, session = await self._command(principal, session_id, cmd_id)
+        if not wait or row.exit_code is not None:
+            return row
+        with agent_errors(self.plane, session, not_found=errors.CommandNotFoundError):
+            status = await self.plane.agent(session).wait(cmd_id)
+        return await self._record_exit(cmd_id, status)
+
+    async def query(self, principal: Principal, session_id: str) -> list[models.Command]:
+        await self.plane.load_session(principal, session_id)
+        return await self.plane.db.run(
+            lambda db: list(
+                db.scalars(
+                    select(models.Command)
+                    .where(models.Command.session_id == session_id)
+                    .order_by(models.Command.started_at, models.Command.id)
+                )
+            )
+        )
+
+    async def kill(
+        self, principal: Principal, session_id: str, cmd_id: str, signal: int
+    ) -> models.Command:
+        row, session = await self._command(principal, session_id, cmd_id)
+        if row.exit_code is None:
+            session, _ = await self.plane.running_session(principal, session_id)
+            with agent_errors(self.plane, session, not_found=errors.CommandNotFoundError):
+                await self.plane.agent(session).signal(cmd_id, signal)
+        return row
+
+    async def write_stdin(
+        self, principal: Principal, session_id: str, cmd_id: str, body: AsyncIterable[bytes]
+    ) -> int:
+        _, session = await self._command(principal, session_id, cmd_id)
+        session, _ = await self.plane.running_session(principal, session_id)
+        with agent_errors(self.plane, session, not_found=errors.CommandNotFoundError):
+            return await self.plane.agent(session).write_stdin(cmd_id, body)
+
+
+def _stream_error(error: errors.EmberError) -> dict[str, Any]:
+    return {"stream": "error", "data": {"code": error.code, "message": error.message}}

@@ -1,0 +1,395 @@
+"""Sandboxes: create, get (and resume), list, update, delete, fork."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
+
+from ember.store import models
+from ember.wire import errors
+from ember.wire.sandbox import CreateSandboxRequest, ForkSandboxRequest, UpdateSandboxRequest
+
+from .auth import Principal
+from .ids import new_id, new_sandbox_name
+from .pagination import check_limit, decode_cursor, encode_cursor
+from .settings import LEGACY_RUNTIMES
+from .states import ACTIVE
+
+if TYPE_CHECKING:
+    from .plane import ControlPlane
+
+MEMORY_MIB_PER_VCPU = 2048
+SORT_COLUMNS = {
+    "createdAt": models.Sandbox.created_at,
+    "name": models.Sandbox.name,
+    "statusUpdatedAt": models.Sandbox.status_updated_at,
+}
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    sandbox: models.Sandbox
+    session: models.Session | None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxPage:
+    items: list[SandboxState]
+    next_cursor: str | None
+
+
+def parse_tag_filters(tags: list[str]) -> dict[str, str]:
+    filters = {}
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        if not sep or not key:
+            raise errors.BadRequestError(f"tag filter {tag!r} must look like key:value")
+        filters[key] = value
+    return filters
+
+
+class Sandboxes:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    # -- helpers --------------------------------------------------------------
+
+    def _image_id(self, image: str | None, runtime: str | None) -> str:
+        if runtime is not None and runtime not in LEGACY_RUNTIMES:
+            raise errors.BadRequestError(f"runtime must be one of {', '.join(LEGACY_RUNTIMES)}")
+        if (
+            image is None
+            or image == self.plane.image_id
+            or image in self.plane.settings.image_aliases
+        ):
+            return self.plane.image_id
+        raise errors.BadRequestError(
+            f"image {image!r} is not available on this server; use {self.plane.image_id!r} "
+            f"or one of {', '.join(self.plane.settings.image_aliases)}"
+        )
+
+    def _timeout(self, timeout_ms: int | None) -> int:
+        timeout = timeout_ms or self.plane.settings.default_timeout_ms
+        if timeout > self.plane.settings.max_timeout_ms:
+            raise errors.BadRequestError(
+                f"timeout {timeout} ms exceeds this server's maximum of "
+                f"{self.plane.settings.max_timeout_ms} ms"
+            )
+        return timeout
+
+    @staticmethod
+    def _resources(request: Any, vcpus: float, memory: int | None) -> tuple[float, int]:
+        if request.resources is not None:
+            vcpus = request.resources.vcpus or vcpus
+            memory = request.resources.memory
+        return vcpus, memory or int(MEMORY_MIB_PER_VCPU * vcpus)
+
+    async def _find(self, principal: Principal, name: str) -> SandboxState:
+        def find(db: DbSession) -> SandboxState | None:
+            row = db.scalar(
+                select(models.Sandbox).where(
+                    models.Sandbox.project_id == principal.project_id, models.Sandbox.name == name
+                )
+            )
+            if row is None:
+                return None
+            session = (
+                db.get(models.Session, row.current_session_id) if row.current_session_id else None
+            )
+            return SandboxState(row, session)
+
+        state = await self.plane.db.run(find)
+        if state is None:
+            raise errors.SandboxNotFoundError(f"no sandbox named {name!r} in this project")
+        return state
+
+    def _check_snapshot(
+        self, db: DbSession, principal: Principal, snapshot_id: str
+    ) -> models.Snapshot:
+        snapshot = db.get(models.Snapshot, snapshot_id)
+        if (
+            snapshot is None
+            or snapshot.project_id != principal.project_id
+            or snapshot.status != "created"
+        ):
+            raise errors.SnapshotNotFoundError(
+                f"no usable snapshot {snapshot_id!r} in this project"
+            )
+        return snapshot
+
+    # -- create and fork --------------------------------------------------------
+
+    async def create(self, principal: Principal, request: CreateSandboxRequest) -> SandboxState:
+        image_id = self._image_id(request.image, request.runtime)
+        if request.source is not None and (request.image or request.runtime):
+            raise errors.BadRequestError("a snapshot source excludes image and runtime")
+        vcpus, memory = self._resources(request, self.plane.settings.default_vcpus, None)
+        now = self.plane.clock()
+
+        def insert(db: DbSession) -> models.Sandbox:
+            snapshot_id = None
+            image = image_id
+            if request.source is not None:
+                snapshot = self._check_snapshot(db, principal, request.source.snapshot_id)
+                snapshot_id, image = snapshot.id, snapshot.image_id
+            row = models.Sandbox(
+                id=new_id("sbxn"),
+                project_id=principal.project_id,
+                name=request.name or new_sandbox_name(),
+                persistent=True if request.persistent is None else request.persistent,
+                vcpus=vcpus,
+                memory=memory,
+                timeout_ms=self._timeout(request.timeout),
+                image_id=image,
+                runtime="container",
+                region=request.region or self.plane.settings.region,
+                env=request.env or {},
+                tags=request.tags or {},
+                ports=request.ports or [],
+                network_policy=request.network_policy or {"mode": "allow-all"},
+                snapshot_expiration_ms=request.snapshot_expiration,
+                keep_last_snapshots=_keep_last(request),
+                current_snapshot_id=snapshot_id,
+                current_session_id=None,
+                status="pending",
+                status_updated_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            db.add(row)
+            try:
+                db.flush()
+            except IntegrityError:
+                raise errors.SandboxExistsError(
+                    f"a sandbox named {row.name!r} already exists in this project"
+                ) from None
+            return row
+
+        row = await self.plane.db.run(insert)
+        async with self.plane.lock(row.id):
+            session = await self.plane.start_session(row.id)
+        return await self._reload(row.id, session)
+
+    async def fork(
+        self, principal: Principal, source_name: str, request: ForkSandboxRequest
+    ) -> SandboxState:
+        source = (await self._find(principal, source_name)).sandbox
+        vcpus, memory = self._resources(
+            request, source.vcpus, source.memory if request.resources is None else None
+        )
+        now = self.plane.clock()
+        overrides = request.model_fields_set
+
+        def insert(db: DbSession) -> models.Sandbox:
+            row = models.Sandbox(
+                id=new_id("sbxn"),
+                project_id=principal.project_id,
+                name=request.name or new_sandbox_name(),
+                persistent=source.persistent if request.persistent is None else request.persistent,
+                vcpus=vcpus,
+                memory=memory,
+                timeout_ms=self._timeout(request.timeout or source.timeout_ms),
+                image_id=source.image_id,
+                runtime=source.runtime,
+                region=request.region or source.region,
+                env=request.env if request.env is not None else dict(source.env),
+                tags=request.tags if request.tags is not None else dict(source.tags),
+                ports=request.ports if request.ports is not None else list(source.ports),
+                network_policy=request.network_policy or source.network_policy,
+                snapshot_expiration_ms=request.snapshot_expiration
+                if "snapshot_expiration" in overrides
+                else source.snapshot_expiration_ms,
+                keep_last_snapshots=_keep_last(request)
+                if "keep_last_snapshots" in overrides
+                else source.keep_last_snapshots,
+                current_snapshot_id=source.current_snapshot_id,
+                current_session_id=None,
+                status="pending",
+                status_updated_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            if row.current_snapshot_id:
+                self._check_snapshot(db, principal, row.current_snapshot_id)
+            db.add(row)
+            try:
+                db.flush()
+            except IntegrityError:
+                raise errors.SandboxExistsError(
+                    f"a sandbox named {row.name!r} already exists in this project"
+                ) from None
+            return row
+
+        row = await self.plane.db.run(insert)
+        async with self.plane.lock(row.id):
+            session = await self.plane.start_session(row.id)
+        return await self._reload(row.id, session)
+
+    async def _reload(self, sandbox_id: str, session: models.Session | None) -> SandboxState:
+        row = await self.plane.db.run(lambda db: db.get(models.Sandbox, sandbox_id))
+        if row is None:
+            raise errors.SandboxNotFoundError("the sandbox was deleted")
+        return SandboxState(row, session)
+
+    # -- get, resume --------------------------------------------------------------
+
+    async def get(self, principal: Principal, name: str, *, resume: bool = False) -> SandboxState:
+        state = await self._find(principal, name)
+        if not resume or (state.session is not None and state.session.status in ACTIVE):
+            return state
+        async with self.plane.lock(state.sandbox.id):
+            state = await self._find(principal, name)  # it may have resumed meanwhile
+            if state.session is not None and state.session.status in ACTIVE:
+                return state
+            session = await self.plane.start_session(state.sandbox.id)
+        reloaded = await self._reload(state.sandbox.id, session)
+        return SandboxState(reloaded.sandbox, session, resumed=True)
+
+    # -- list -------------------------------------------------------------------
+
+    async def query(
+        self,
+        principal: Principal,
+        *,
+        limit: int | None,
+        cursor: str | None,
+        sort_by: str | None,
+        sort_order: str | None,
+        name_prefix: str | None,
+        tags: list[str],
+    ) -> SandboxPage:
+        size = check_limit(limit)
+        sort_by = sort_by or "createdAt"
+        if sort_by not in SORT_COLUMNS:
+            raise errors.BadRequestError(f"sortBy must be one of {', '.join(SORT_COLUMNS)}")
+        order = (sort_order or "desc").lower()
+        if order not in ("asc", "desc"):
+            raise errors.BadRequestError("sortOrder must be 'asc' or 'desc'")
+        tag_filters = parse_tag_filters(tags)
+        after = decode_cursor(cursor) if cursor else None
+        column = SORT_COLUMNS[sort_by]
+
+        def query(db: DbSession) -> list[SandboxState]:
+            stmt = select(models.Sandbox).where(models.Sandbox.project_id == principal.project_id)
+            if name_prefix:
+                escaped = name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                stmt = stmt.where(models.Sandbox.name.like(f"{escaped}%", escape="\\"))
+            if after is not None:
+                value, last_id = after
+                beyond = column > value if order == "asc" else column < value
+                tie = models.Sandbox.id > last_id if order == "asc" else models.Sandbox.id < last_id
+                stmt = stmt.where(or_(beyond, and_(column == value, tie)))
+            for key, value in tag_filters.items():
+                stmt = stmt.where(models.Sandbox.tags[key].as_string() == value)
+            if order == "asc":
+                stmt = stmt.order_by(column.asc(), models.Sandbox.id.asc())
+            else:
+                stmt = stmt.order_by(column.desc(), models.Sandbox.id.desc())
+            found = []
+            for row in db.scalars(stmt.limit(size + 1)):
+                session = (
+                    db.get(models.Session, row.current_session_id)
+                    if row.current_session_id
+                    else None
+                )
+                found.append(SandboxState(row, session))
+            return found
+
+        found = await self.plane.db.run(query)
+        next_cursor = None
+        if len(found) > size:
+            found = found[:size]
+            last = found[-1].sandbox
+            next_cursor = encode_cursor(getattr(last, column.key), last.id)
+        return SandboxPage(found, next_cursor)
+
+    # -- update, delete -------------------------------------------------------------
+
+    async def update(
+        self, principal: Principal, name: str, request: UpdateSandboxRequest
+    ) -> SandboxState:
+        state = await self._find(principal, name)
+        fields = request.model_fields_set
+        if "timeout" in fields and request.timeout is not None:
+            self._timeout(request.timeout)
+
+        def apply(db: DbSession) -> models.Sandbox:
+            row = db.get(models.Sandbox, state.sandbox.id)
+            assert row is not None
+            if "persistent" in fields and request.persistent is not None:
+                row.persistent = request.persistent
+            if "resources" in fields and request.resources is not None:
+                row.vcpus, row.memory = self._resources(request, row.vcpus, None)
+            if "timeout" in fields and request.timeout is not None:
+                row.timeout_ms = request.timeout
+            if "network_policy" in fields and request.network_policy is not None:
+                row.network_policy = request.network_policy
+            if "tags" in fields:
+                row.tags = request.tags or {}
+            if "ports" in fields:
+                row.ports = request.ports or []
+            if "env" in fields:
+                row.env = request.env or {}
+            if "snapshot_expiration" in fields:
+                row.snapshot_expiration_ms = request.snapshot_expiration
+            if "keep_last_snapshots" in fields:
+                row.keep_last_snapshots = _keep_last(request)
+            if "region" in fields and request.region:
+                row.region = request.region
+            if "current_snapshot_id" in fields and request.current_snapshot_id is not None:
+                snapshot = self._check_snapshot(db, principal, request.current_snapshot_id)
+                row.current_snapshot_id = snapshot.id
+            row.updated_at = self.plane.clock()
+            return row
+
+        row = await self.plane.db.run(apply)
+        return SandboxState(row, state.session)
+
+    async def delete(
+        self, principal: Principal, name: str, *, delete_snapshots: bool
+    ) -> SandboxState:
+        state = await self._find(principal, name)
+        session = state.session
+        if session is not None and session.status in ACTIVE:
+            await self.plane.stop_session(session.id, snapshot="none")
+        async with self.plane.lock(state.sandbox.id):
+
+            def remove(db: DbSession) -> models.Sandbox:
+                row = db.get(models.Sandbox, state.sandbox.id)
+                assert row is not None
+                at = self.plane.clock()
+                for snapshot in db.scalars(
+                    select(models.Snapshot).where(models.Snapshot.sandbox_id == row.id)
+                ):
+                    snapshot.sandbox_id = None
+                    if delete_snapshots and snapshot.status == "created":
+                        snapshot.status, snapshot.updated_at = "deleted", at
+                for child in db.scalars(
+                    select(models.Session).where(models.Session.sandbox_id == row.id)
+                ):
+                    db.delete(child)
+                db.flush()
+                db.delete(row)
+                row.status = "deleted"
+                return row
+
+            row = await self.plane.db.run(remove)
+        self.plane.forget(state.sandbox.id)
+        await self.plane.snapshots.collect_garbage()
+        return SandboxState(row, None)
+
+
+def _keep_last(request: Any) -> dict[str, Any] | None:
+    keep = request.keep_last_snapshots
+    if keep is None:
+        return None
+    return {
+        "count": keep.count,
+        "expiration": keep.expiration,
+        "deleteEvicted": keep.delete_evicted,
+    }
