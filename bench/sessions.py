@@ -78,16 +78,18 @@ async def finish_even_if_cancelled(step: Coroutine[Any, Any, T]) -> T:
 async def run_to_exit(
     runtime: ContainerRuntime, session_id: str, cmd_id: str, argv: list[str]
 ) -> tuple[float | None, bytes]:
-    """exec + logs to the exit status; returns (when the first stdout byte came, stdout).
+    """One `run` (exec and follow, the path of a blocking command) to the exit status.
 
-    The time is a `measure.now()` reading, or None without output.
+    Returns (when the first stdout byte came, stdout); the time is a
+    `measure.now()` reading, or None without output.
     """
     agent = runtime.agent(session_id)
-    await agent.exec(cmd_id, argv)
     first: float | None = None
     stdout = bytearray()
     status: ExitStatus | None = None
-    async for item in agent.logs(cmd_id):
+    async for item in agent.run(cmd_id, argv):
+        if isinstance(item, dict):
+            continue  # the exec reply
         if isinstance(item, OutputChunk):
             if item.stream == "stdout" and item.data:
                 if first is None:

