@@ -17,9 +17,9 @@ import subprocess
 import threading
 import time
 
-TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
-
 from . import protocol
+
+TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

@@ -12,9 +12,9 @@ import os
 import posixpath
 import stat
 
-TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
-
 from . import protocol
+
+TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
 
 if TYPE_CHECKING:
     import tarfile

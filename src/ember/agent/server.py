@@ -9,11 +9,11 @@ import signal
 import socket
 import threading
 
-TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
-
 from . import files, protocol
 from .commands import CommandTable, User, now_ms
 from .sudo_service import SudoService
+
+TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,10 +18,10 @@ import socket
 import struct
 import threading
 
-TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
-
 from . import protocol
 from .commands import User
+
+TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
 
 if TYPE_CHECKING:
     from typing import Any

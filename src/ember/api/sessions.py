@@ -122,7 +122,8 @@ async def snapshot_session(
 async def network_policy(session_id: str, control: Plane, caller: Caller) -> Response:
     await control.load_session(caller, session_id)
     raise errors.NotImplementedYetError(
-        "live network policy changes arrive with Ember's networking; set networkPolicy with PATCH for now"
+        "live network policy changes arrive with Ember's networking; "
+        "set networkPolicy with PATCH for now"
     )
 
 

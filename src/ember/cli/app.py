@@ -155,7 +155,8 @@ def serve(
     first = ensure_first_token(plane.db, settings.data_dir, url)
     if first:
         console.print(
-            f"created project 'default' ({first.project_id}, team {first.team_id}) and its first token;\n"
+            f"created project 'default' ({first.project_id}, team {first.team_id}) "
+            "and its first token;\n"
             f"token and URL are in {first.path}:\n  EMBER_URL={url}\n  EMBER_TOKEN={first.token}"
         )
     console.print(f"emberd listening on {url}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, or_
 
-SelectT = TypeVar("SelectT", bound=Select[Unpack[tuple[Any, ...]]])
-
 from ember.wire.errors import BadRequestError, InvalidCursorError
+
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50

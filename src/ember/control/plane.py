@@ -219,7 +219,7 @@ class ControlPlane:
             sandbox.status_updated_at = sandbox.updated_at = now
             return sandbox, session, layer_id
 
-        sandbox, session, layer_id = await self.db.run(begin)
+        sandbox, _, layer_id = await self.db.run(begin)
         spec = SessionSpec(
             session_id=session_id,
             image_id=sandbox.image_id,
@@ -422,7 +422,7 @@ class ControlPlane:
     async def extend_timeout(
         self, principal: Principal, session_id: str, duration_ms: int
     ) -> models.Session:
-        session, _ = await self.running_session(principal, session_id)
+        await self.running_session(principal, session_id)
 
         def extend(db: DbSession) -> models.Session:
             row = db.get(models.Session, session_id)

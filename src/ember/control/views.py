@@ -19,9 +19,10 @@ def route_subdomain(sandbox: models.Sandbox, port: int) -> str:
 
 def routes(sandbox: models.Sandbox, settings: Settings) -> list[Route]:
     host_port = f":{settings.public_port}" if settings.public_port else ""
+    base = f"{settings.public_scheme}://{{}}.{settings.public_domain}{host_port}"
     return [
         Route(
-            url=f"{settings.public_scheme}://{route_subdomain(sandbox, port)}.{settings.public_domain}{host_port}",
+            url=base.format(route_subdomain(sandbox, port)),
             subdomain=route_subdomain(sandbox, port),
             port=port,
         )

@@ -131,9 +131,10 @@ class ContainerRuntime:
         if not self.id_shift:
             return
         for parent in path.resolve().parents:
-            if not os.stat(parent).st_mode & 0o001:
+            mode = os.stat(parent).st_mode
+            if not mode & 0o001:
                 raise EmberRuntimeError(
-                    f"{parent} is not searchable by others (mode {oct(os.stat(parent).st_mode & 0o777)}); "
+                    f"{parent} is not searchable by others (mode {oct(mode & 0o777)}); "
                     f"sessions in user namespaces cannot reach {path}: use a data directory "
                     "below world-searchable directories, e.g. /var/lib/ember"
                 )

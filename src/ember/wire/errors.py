@@ -104,7 +104,7 @@ class CommandNotFoundError(NotFoundError):
     code = "command_not_found"
 
 
-class FileNotFoundError_(NotFoundError):  # noqa: N801 - the builtin name is taken
+class FileNotFoundError_(NotFoundError):  # the builtin name is taken
     code = "file_not_found"
 
 
