@@ -7,17 +7,24 @@ so leftovers are found and parallel runs never collide; the session-scoped
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from ember.image import ImageInfo, ImageRecipe, ImageStore
 from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, SessionSpec
 from ember.runtime.container import ContainerRuntime, default_id_shift
+from ember.runtime import mounts
 from ember.runtime.mounts import mounts_below
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:6]}"
@@ -150,3 +157,128 @@ def layer_ids(runtime: ContainerRuntime) -> Iterator[list[str]]:
 
 def new_layer_id() -> str:
     return f"{RUN_PREFIX}-layer-{uuid.uuid4().hex[:8]}"
+
+
+# -- a real emberd, as a separate process ---------------------------------------
+
+
+@dataclass
+class Emberd:
+    url: str
+    token: str
+    project_id: str
+    team_id: str
+    data_dir: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: str
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"authorization": f"Bearer {token or self.token}"},
+            timeout=120,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def start(self) -> None:
+        self.process = _spawn_emberd(self.data_dir, self.port, self.log_path)
+        _wait_healthy(self.url, self.process, self.log_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_emberd(data_dir: str, port: int, log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ember",
+                "serve",
+                "--data-dir",
+                data_dir,
+                "--port",
+                str(port),
+                "--log-level",
+                "info",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+
+
+def _log_tail(log_path: str) -> str:
+    with open(log_path, errors="replace") as f:
+        return f.read()[-3000:]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"emberd exited: {_log_tail(log_path)}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"emberd did not come up: {_log_tail(log_path)}")
+
+
+def cleanup_data_dir(data_dir: str) -> None:
+    """Stop every session a test server left, with the product's own runtime code."""
+    import asyncio
+
+    runtime = ContainerRuntime(data_dir, id_shift=default_id_shift())
+
+    async def discard_all() -> None:
+        for session_id in await runtime.sessions():
+            await runtime.discard(session_id)
+
+    asyncio.run(discard_all())
+    mounts.remove_tree(data_dir)
+
+
+@pytest.fixture(scope="session")
+def emberd(image: ImageInfo) -> Iterator[Emberd]:
+    data_dir = os.path.join(DATA_DIR, f"api-{RUN_PREFIX}")
+    os.makedirs(data_dir)
+    os.symlink(os.path.join(DATA_DIR, "images"), os.path.join(data_dir, "images"))
+    port = _free_port()
+    log_path = os.path.join(DATA_DIR, f"emberd-{RUN_PREFIX}.log")
+    process = _spawn_emberd(data_dir, port, log_path)
+    server = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log_path)
+        with open(os.path.join(data_dir, "client.json")) as f:
+            config = json.load(f)
+        server = Emberd(
+            url,
+            config["token"],
+            config["projectId"],
+            config["teamId"],
+            data_dir,
+            process,
+            port,
+            log_path,
+        )
+        yield server
+    finally:
+        proc_ = server.process if server else process
+        if proc_.poll() is None:
+            proc_.terminate()
+            proc_.wait(30)
+        os.unlink(os.path.join(data_dir, "images"))
+        cleanup_data_dir(data_dir)

@@ -131,8 +131,9 @@ class ContainerRuntime:
         if not self.id_shift:
             return
         for parent in path.resolve().parents:
-            mode = os.stat(parent).st_mode
-            if not mode & 0o001:
+            st = os.stat(parent)
+            mode = st.st_mode
+            if not (mode & 0o001 or (st.st_gid == self.id_shift and mode & 0o010)):
                 raise EmberRuntimeError(
                     f"{parent} is not searchable by others (mode {oct(mode & 0o777)}); "
                     f"sessions in user namespaces cannot reach {path}: use a data directory "
