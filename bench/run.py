@@ -18,6 +18,16 @@ metric alike), and writes bench/results/latest.json:
   file_write_100mb/file_read_100mb agent write_tar / read_file of 100 MiB
   start_phase_*, discard_phase_*   a separate, instrumented pass over start()
                                    and discard(), step by step
+  http_create_to_first_output      through a real emberd: POST /v3/sandboxes,
+                                   then a blocking `echo hi` until its first
+                                   stdout line (the sandbox is deleted after)
+  http_command_roundtrip           a blocking `/bin/true` through HTTP, to the
+                                   final NDJSON line
+  resume_10mb_to_first_output      a sandbox with a 10 MB diff: stop (untimed),
+                                   then GET ?resume=true and `echo hi` until
+                                   its first output
+  fs_write_100mb / fs_read_100mb   POST fs/write (a gzip tar made beforehand)
+                                   and fs/read of 100 MiB
 
 Every metric is warmed up once before sampling. Nothing here asserts on
 time. Everything created (sessions, runc containers, the temp bundle) is
@@ -55,6 +65,9 @@ from measure import latency, ratio, throughput  # noqa: E402
 from phases import Phases  # noqa: E402
 from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
 
+from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
+from http_api import HttpBench, tar_gz  # noqa: E402
+
 DEFAULT_OUT = BENCH_DIR / "results" / "latest.json"
 TRANSFER_BYTES = 100 * 1024 * 1024
 TRANSFER_NAME = "ember-bench-100mb.bin"
@@ -65,6 +78,12 @@ RUNC = "baseline_runc_run_echo"
 SUBPROCESS = "baseline_host_subprocess_echo"
 WRITE = "file_write_100mb"
 READ = "file_read_100mb"
+HTTP_CREATE = "http_create_to_first_output"
+HTTP_ROUNDTRIP = "http_command_roundtrip"
+RESUME = "resume_10mb_to_first_output"
+FS_WRITE = "fs_write_100mb"
+FS_READ = "fs_read_100mb"
+HTTP_FILE = "ember-bench-http-100mb.bin"
 
 
 @dataclass(frozen=True)
@@ -75,13 +94,32 @@ class Plan:
     subprocess_runs: int
     transfers: int  # each way
     profiled_starts: int
+    http_creates: int
+    http_roundtrips: int
+    resumes: int
 
 
 NORMAL = Plan(
-    starts=30, roundtrips=200, runc_runs=30, subprocess_runs=200, transfers=3, profiled_starts=20
+    starts=30,
+    roundtrips=200,
+    runc_runs=30,
+    subprocess_runs=200,
+    transfers=3,
+    profiled_starts=20,
+    http_creates=20,
+    http_roundtrips=200,
+    resumes=20,
 )
 QUICK = Plan(
-    starts=5, roundtrips=30, runc_runs=5, subprocess_runs=30, transfers=1, profiled_starts=3
+    starts=5,
+    roundtrips=30,
+    runc_runs=5,
+    subprocess_runs=30,
+    transfers=1,
+    profiled_starts=3,
+    http_creates=5,
+    http_roundtrips=30,
+    resumes=5,
 )
 
 
@@ -105,6 +143,9 @@ class Bench:
         self.start_only_ms: list[float] = []
         self.transfer_seconds: dict[str, list[float]] = defaultdict(list)
         self.phases: dict[str, list[float]] = {}
+        self.http = HttpBench(data_dir, self.prefix)
+        self.http_session = ""
+        self.resume_name = ""
 
     # -- one sample of each latency metric, in ms -----------------------------
 
@@ -122,6 +163,15 @@ class Bench:
     async def sample_subprocess(self) -> float:
         return subprocess_echo()
 
+    async def sample_http_create(self) -> float:
+        return await self.http.create_to_first_output()
+
+    async def sample_http_roundtrip(self) -> float:
+        return await self.http.command_roundtrip(self.http_session)
+
+    async def sample_resume(self) -> float:
+        return await self.http.resume_to_first_output(self.resume_name)
+
     # -- the run ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -130,6 +180,7 @@ class Bench:
         finally:
             log("cleaning up")
             self.runc.close()  # first: it never awaits, so a pending cancellation cannot skip it
+            await asyncio.shield(self.http.close())
             errors = await self.sessions.close()
             if errors:
                 log(f"cleanup failures: {errors}")
@@ -138,11 +189,18 @@ class Bench:
         plan = self.plan
         self.runc.prepare()
         await self.roundtrip.open()
+        log("starting emberd")
+        await self.http.open()
+        _, self.http_session = await self.http.create()
+        self.resume_name = await self.http.prepare_resume()
         samplers: dict[str, tuple[int, Callable[[], Awaitable[float]]]] = {
             START: (plan.starts, self.sample_start),
             ROUNDTRIP: (plan.roundtrips, self.sample_roundtrip),
             RUNC: (plan.runc_runs, self.sample_runc),
             SUBPROCESS: (plan.subprocess_runs, self.sample_subprocess),
+            HTTP_CREATE: (plan.http_creates, self.sample_http_create),
+            HTTP_ROUNDTRIP: (plan.http_roundtrips, self.sample_http_roundtrip),
+            RESUME: (plan.resumes, self.sample_resume),
         }
         log("warming up")
         for _, sample in samplers.values():
@@ -161,8 +219,21 @@ class Bench:
             if done % 50 == 0 or done == len(schedule):
                 log(f"  {done}/{len(schedule)} samples")
         await self._transfers()
+        log("throughput through HTTP")
+        await self._http_transfers()
         await self.sessions.discard(self.roundtrip.session_id)
         await self._profile_start()
+
+    async def _http_transfers(self) -> None:
+        archive = tar_gz(
+            HTTP_FILE, random_payload() * (HTTP_TRANSFER_BYTES // len(random_payload()))
+        )
+        for i in range(self.plan.transfers + 1):
+            write_s = await self.http.write_100mb(self.http_session, archive)
+            read_s = await self.http.read_100mb(self.http_session, HTTP_FILE)
+            if i:  # the first pair is the warm-up
+                self.transfer_seconds[FS_WRITE].append(write_s)
+                self.transfer_seconds[FS_READ].append(read_s)
 
     async def _transfers(self) -> None:
         log(f"throughput: {self.plan.transfers} x {TRANSFER_BYTES >> 20} MiB each way, + warm-up")
@@ -190,13 +261,17 @@ class Bench:
 
     def results(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
-            name: latency(self.samples[name]) for name in (START, ROUNDTRIP, RUNC, SUBPROCESS)
+            name: latency(self.samples[name])
+            for name in (START, ROUNDTRIP, RUNC, SUBPROCESS, HTTP_CREATE, HTTP_ROUNDTRIP, RESUME)
         }
         for name in (WRITE, READ):
             out[name] = throughput(TRANSFER_BYTES, self.transfer_seconds[name])
+        for name in (FS_WRITE, FS_READ):
+            out[name] = throughput(HTTP_TRANSFER_BYTES, self.transfer_seconds[name])
         out["ratios"] = {
             "start_vs_runc": ratio(out[START], out[RUNC]),
             "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
+            "http_roundtrip_vs_subprocess": ratio(out[HTTP_ROUNDTRIP], out[SUBPROCESS]),
         }
         out["start_phase_runtime_start"] = latency(self.start_only_ms)
         for name, samples in self.phases.items():

@@ -251,7 +251,7 @@ def cleanup_data_dir(data_dir: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def emberd(image: ImageInfo) -> Iterator[Emberd]:
+def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
     data_dir = os.path.join(DATA_DIR, f"api-{RUN_PREFIX}")
     os.makedirs(data_dir)
     os.symlink(os.path.join(DATA_DIR, "images"), os.path.join(data_dir, "images"))
@@ -282,3 +282,5 @@ def emberd(image: ImageInfo) -> Iterator[Emberd]:
             proc_.wait(30)
         os.unlink(os.path.join(data_dir, "images"))
         cleanup_data_dir(data_dir)
+        if request.session.testsfailed == 0:
+            os.unlink(log_path)  # kept only to debug a failed run

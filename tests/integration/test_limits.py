@@ -27,13 +27,26 @@ MEMORY_LIMIT = ("memory", "memory.limit_in_bytes", "memory.max")
 PIDS_LIMIT = ("pids", "pids.max", "pids.max")
 
 
-def cgroup_file(knob: tuple[str, str, str], cgroup: str = "/") -> str:
-    """Path of a knob of `cgroup`; "/" is the session's own cgroup as seen inside."""
-    controller, v1_name, v2_name = knob
-    rel = cgroup.lstrip("/")
+def cgroup_dir(controller: str, cgroup: str = "/") -> str:
+    """Directory of `cgroup`; "/" is the session's own cgroup as seen inside."""
     if is_cgroup_v2():
-        return posixpath.join(CGROUP_ROOT, rel, v2_name)
-    return posixpath.join(CGROUP_ROOT, controller, rel, v1_name)
+        return posixpath.join(CGROUP_ROOT, cgroup.lstrip("/"))
+    return posixpath.join(CGROUP_ROOT, controller, cgroup.lstrip("/"))
+
+
+def knob_name(knob: tuple[str, str, str]) -> str:
+    return knob[2] if is_cgroup_v2() else knob[1]
+
+
+def cgroup_file(knob: tuple[str, str, str], cgroup: str = "/") -> str:
+    return posixpath.join(cgroup_dir(knob[0], cgroup), knob_name(knob))
+
+
+def read_host_cgroup(runtime, session: TestSession, controller: str, name: str) -> str:
+    """A file of the session's cgroup, read from the host."""
+    path = posixpath.join(cgroup_dir(controller, runtime.cgroups_path(session.session_id)), name)
+    with open(path) as f:
+        return f.read()
 
 
 async def assert_agent_answers(session: TestSession) -> None:
@@ -105,7 +118,8 @@ for _ in range(200):
     children += 1
 pids = [p for p in os.listdir("/proc") if p.isdigit()]
 tasks = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids)
-print(f"children={children} refused={refused} processes={len(pids)} tasks={tasks} error={error}!", flush=True)
+print(f"children={children} refused={refused} processes={len(pids)} tasks={tasks}", end=" ")
+print(f"error={error}!", flush=True)
 if sys.argv[1] == "hold":
     time.sleep(60)
 os.killpg(0, signal.SIGKILL)
@@ -131,8 +145,7 @@ async def test_fork_bomb_cannot_exceed_pids_max(start_session, runtime) -> None:
     assert int(stats["children"]) < 64
     assert int(stats["processes"]) <= 64
     assert int(stats["tasks"]) <= 64
-    with open(cgroup_file(PIDS_LIMIT, runtime.cgroups_path(session.session_id))) as f:
-        assert f.read().strip() == "64"
+    assert read_host_cgroup(runtime, session, "pids", "pids.max").strip() == "64"
     await assert_agent_answers(session)
 
 
@@ -143,13 +156,8 @@ def kill_all_but_the_agent(runtime, session: TestSession) -> None:
     start a thread to serve a `signal` request.
     """
     agent_pid = int((runtime.sessions_dir / session.session_id / "runc.pid").read_text())
-    procs = posixpath.join(
-        posixpath.dirname(cgroup_file(PIDS_LIMIT, runtime.cgroups_path(session.session_id))),
-        "cgroup.procs",
-    )
-    with open(procs) as f:
-        pids = [int(line) for line in f if int(line) != agent_pid]
-    for pid in pids:
+    procs = read_host_cgroup(runtime, session, "pids", "cgroup.procs").split()
+    for pid in [int(p) for p in procs if int(p) != agent_pid]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -224,9 +232,8 @@ async def test_busy_loop_is_throttled(start_session, runtime) -> None:
     session = await start_session(resources=Resources(vcpus=0.5, memory_mib=512))
     result = await session.run(["timeout", "1", "sh", "-c", "while :; do :; done"])
     assert result.exit_code == 124  # stopped by timeout
-    stat = posixpath.join(posixpath.dirname(cgroup_file(CPU_QUOTA, runtime.cgroups_path(session.session_id))), "cpu.stat")
-    with open(stat) as f:
-        counters = dict(line.split() for line in f)
+    cpu_stat = read_host_cgroup(runtime, session, "cpu", "cpu.stat")
+    counters = dict(line.split() for line in cpu_stat.splitlines())
     assert int(counters["nr_throttled"]) > 0
 
 
@@ -240,8 +247,6 @@ async def test_session_cannot_raise_its_own_limits(start_session, runtime) -> No
     result = await session.sh(script, user="root")
     assert result.stderr.count(b"Read-only file system") == len(knobs), result.stderr
 
-    host_cgroup = runtime.cgroups_path(session.session_id)
-    with open(cgroup_file(PIDS_LIMIT, host_cgroup)) as f:
-        assert f.read().strip() == "64"
-    with open(cgroup_file(MEMORY_LIMIT, host_cgroup)) as f:
-        assert int(f.read()) == 256 * MIB
+    assert read_host_cgroup(runtime, session, "pids", knob_name(PIDS_LIMIT)).strip() == "64"
+    memory_limit = read_host_cgroup(runtime, session, "memory", knob_name(MEMORY_LIMIT))
+    assert int(memory_limit) == 256 * MIB

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
-from ember.control import ControlPlane, Principal, authenticate
+from ember.control import ControlPlane, Principal
 
 
 def plane(request: Request) -> ControlPlane:
@@ -21,7 +21,7 @@ async def principal(
     project_id: Annotated[str | None, Query(alias="projectId")] = None,
     project: Annotated[str | None, Query()] = None,
 ) -> Principal:
-    caller = await authenticate(control.db, authorization)
+    caller = await control.auth.verify(authorization)
     caller.check_scope(team_id=team_id, project=project_id or project)
     return caller
 

@@ -4,7 +4,7 @@ The only writer of the store. Imports store, snapshots, runtime, image and wire;
 never the API or FastAPI.
 """
 
-from .auth import Principal, authenticate, create_token, ensure_project, has_tokens
+from .auth import Principal, TokenVerifier, create_token, ensure_project, has_tokens
 from .plane import ControlPlane, StopResult
 from .settings import Settings
 
@@ -13,7 +13,7 @@ __all__ = [
     "Principal",
     "Settings",
     "StopResult",
-    "authenticate",
+    "TokenVerifier",
     "create_token",
     "ensure_project",
     "has_tokens",

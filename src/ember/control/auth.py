@@ -67,20 +67,34 @@ def has_tokens(db: DbSession) -> bool:
     return db.scalar(select(models.Token.id).limit(1)) is not None
 
 
-async def authenticate(database: Database, authorization: str | None) -> Principal:
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <token>'")
-    token_hash = _hash(authorization[7:].strip())
+class TokenVerifier:
+    """Bearer token → project. Tokens are never revoked yet, so a verified
+    token is remembered for the life of the process; revocation, when it
+    comes, must forget it here."""
 
-    def lookup(db: DbSession) -> Principal | None:
-        row = db.execute(
-            select(models.Project)
-            .join(models.Token, models.Token.project_id == models.Project.id)
-            .where(models.Token.token_hash == token_hash)
-        ).scalar_one_or_none()
-        return Principal(row.id, row.name, row.team_id) if row else None
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._verified: dict[str, Principal] = {}
 
-    principal = await database.run(lookup)
-    if principal is None:
-        raise UnauthorizedError("invalid token")
-    return principal
+    async def verify(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <token>'")
+        token_hash = _hash(authorization[7:].strip())
+        cached = self._verified.get(token_hash)
+        if cached is not None:
+            return cached
+
+        def lookup(db: DbSession) -> Principal | None:
+            row = db.execute(
+                select(models.Project)
+                .join(models.Token, models.Token.project_id == models.Project.id)
+                .where(models.Token.token_hash == token_hash)
+            ).scalar_one_or_none()
+            return Principal(row.id, row.name, row.team_id) if row else None
+
+        principal = await self.database.run(lookup)
+        if principal is None:
+            raise UnauthorizedError("invalid token")
+        if len(self._verified) < 10_000:
+            self._verified[token_hash] = principal
+        return principal

@@ -62,45 +62,96 @@ class Commands:
             raise errors.CommandNotFoundError(f"no command {cmd_id!r} in session {session_id}")
         return row, session
 
-    async def start(
+    async def _prepare(
         self, principal: Principal, session_id: str, request: RunCommandRequest
-    ) -> models.Command:
+    ) -> tuple[models.Session, models.Command, dict[str, Any]]:
+        """The session, the command's row (not yet stored) and the agent's exec arguments."""
         session, sandbox = await self.plane.running_session(principal, session_id)
-        cmd_id = new_id("cmd")
         cwd = request.cwd or session.cwd
         if not cwd.startswith("/"):
             cwd = f"{session.cwd.rstrip('/')}/{cwd}"
-        env = {**sandbox.env, **request.env}
-        with agent_errors(self.plane, session):
-            reply = await self.plane.agent(session).exec(
-                cmd_id,
-                [request.command, *request.args],
-                cwd=cwd,
-                env=env,
-                user="root" if request.sudo else "default",
-                timeout_ms=request.timeout,
-                stdin=request.stdin,
-            )
         row = models.Command(
-            id=cmd_id,
+            id=new_id("cmd"),
             session_id=session_id,
             name=request.command,
             args=list(request.args),
             cwd=cwd,
             sudo=request.sudo,
-            started_at=int(reply["started_at_ms"]),
+            started_at=0,
             exit_code=None,
             duration_ms=None,
         )
+        exec_args = {
+            "cwd": cwd,
+            "env": {**sandbox.env, **request.env},
+            "user": "root" if request.sudo else "default",
+            "timeout_ms": request.timeout,
+        }
+        return session, row, exec_args
+
+    async def _store(
+        self, session: models.Session, row: models.Command, reply: dict[str, Any]
+    ) -> None:
+        row.started_at = int(reply["started_at_ms"])
         await self.plane.db.run(lambda db: db.add(row))
         log.info(
-            "session %s: command %s: %s",
-            session_id,
-            cmd_id,
-            shlex.join([request.command, *request.args]),
+            "session %s: command %s: %s", session.id, row.id, shlex.join([row.name, *row.args])
         )
-        self.plane.spawn(self._watch(session, cmd_id), f"watch-{cmd_id}")
+
+    async def start(
+        self, principal: Principal, session_id: str, request: RunCommandRequest
+    ) -> models.Command:
+        """Start a detached command; its exit code is recorded when it ends."""
+        session, row, exec_args = await self._prepare(principal, session_id, request)
+        with agent_errors(self.plane, session):
+            reply = await self.plane.agent(session).exec(
+                row.id, [row.name, *row.args], stdin=request.stdin, **exec_args
+            )
+        await self._store(session, row, reply)
+        self.plane.spawn(self._watch(session, row.id), f"watch-{row.id}")
         return row
+
+    async def run_stream(
+        self, principal: Principal, session_id: str, request: RunCommandRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The blocking form as NDJSON objects: the command, its logs, the finished command.
+
+        One agent connection carries the start, the output and the exit.
+        """
+        session, row, exec_args = await self._prepare(principal, session_id, request)
+        stream = self.plane.agent(session).run(row.id, [row.name, *row.args], **exec_args)
+        with agent_errors(self.plane, session):
+            reply = await anext(stream)
+        assert isinstance(reply, dict)
+        await self._store(session, row, reply)
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            finished = row
+            recorded = False
+            text = _TextStreams()
+            try:
+                yield {"command": command_view(row).model_dump(mode="json")}
+                async for item in stream:
+                    if isinstance(item, OutputChunk):
+                        if request.logs and (data := text.decode(item)):
+                            yield {"stream": item.stream, "data": data}
+                    elif isinstance(item, ExitStatus):
+                        for name, data in text.flush():
+                            if request.logs:
+                                yield {"stream": name, "data": data}
+                        finished = await self._record_exit(row.id, item)
+                        recorded = True
+                yield {"command": command_view(finished).model_dump(mode="json")}
+            except AgentUnavailableError:
+                yield _stream_error(
+                    errors.SandboxStoppedError("the session stopped while the command ran")
+                )
+            finally:
+                await stream.aclose()
+                if not recorded:  # the client left early: record the exit anyway
+                    self.plane.spawn(self._watch(session, row.id), f"watch-{row.id}")
+
+        return lines()
 
     async def _watch(self, session: models.Session, cmd_id: str) -> None:
         """Record the exit code when the command ends, whoever is listening."""
@@ -133,35 +184,6 @@ class Commands:
         )
         for cmd_id in unfinished:
             self.plane.spawn(self._watch(session, cmd_id), f"watch-{cmd_id}")
-
-    async def run_stream(
-        self, principal: Principal, session_id: str, request: RunCommandRequest
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The blocking form as NDJSON objects: the command, its logs, the finished command."""
-        row = await self.start(principal, session_id, request)
-        session, _ = await self.plane.load_session(principal, session_id)
-
-        async def lines() -> AsyncIterator[dict[str, Any]]:
-            yield {"command": command_view(row).model_dump(mode="json")}
-            try:
-                if request.logs:
-                    async for item in self._log_items(session, row.id):
-                        if isinstance(item, ExitStatus):
-                            await self._record_exit(row.id, item)
-                        else:
-                            yield item
-                else:
-                    await self._record_exit(row.id, await self.plane.agent(session).wait(row.id))
-            except AgentUnavailableError:
-                yield _stream_error(
-                    errors.SandboxStoppedError("the session stopped while the command ran")
-                )
-                return
-            final = await self.plane.db.run(lambda db: db.get(models.Command, row.id))
-            assert final is not None
-            yield {"command": command_view(final).model_dump(mode="json")}
-
-        return lines()
 
     async def _log_items(
         self, session: models.Session, cmd_id: str

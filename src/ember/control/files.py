@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import TYPE_CHECKING
+
+from isal import isal_zlib
 
 from ember.runtime import AgentUnavailableError
 from ember.wire import errors
@@ -14,6 +16,9 @@ from .auth import Principal
 
 if TYPE_CHECKING:
     from .plane import ControlPlane
+
+GZIP_WBITS = 31
+INFLATE_CHUNK_BYTES = 1 << 20
 
 
 def sandbox_path(path: str, cwd: str | None, session_cwd: str) -> str:
@@ -68,4 +73,49 @@ class Files:
         session, _ = await self.plane.running_session(principal, session_id)
         target = sandbox_path(".", root or "/", session.cwd)
         with agent_errors(self.plane, session):
-            return await self.plane.agent(session).write_tar(target, body)
+            return await self.plane.agent(session).write_tar(target, gunzipped(body))
+
+
+async def gunzipped(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """The body, decompressed here when it is gzip (the usual case).
+
+    Inflating on the host with ISA-L runs at twice zlib's speed and beside
+    the agent's writing, instead of in the agent's single Python thread.
+    Output per call is bounded, so a gzip bomb costs the sandbox disk space
+    (bounded by its disk limit), not emberd memory or event-loop time.
+    """
+    chunks = aiter(body)
+    first = b""
+    async for chunk in chunks:
+        first += chunk
+        if len(first) >= 2:
+            break
+    if not first.startswith(b"\x1f\x8b"):
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+        return
+    inflater = isal_zlib.decompressobj(GZIP_WBITS)
+
+    def inflate(data: bytes) -> Iterator[bytes]:
+        nonlocal inflater
+        while data:
+            try:
+                out = inflater.decompress(data, INFLATE_CHUNK_BYTES)
+            except isal_zlib.error as exc:  # type: ignore[misc]  # isal ships no type for it
+                raise errors.BadRequestError(f"the body is not valid gzip: {exc}") from None
+            data = inflater.unconsumed_tail
+            if inflater.eof:  # a gzip file may hold several members
+                data = inflater.unused_data + data
+                inflater = isal_zlib.decompressobj(GZIP_WBITS)
+            if out:
+                yield out
+
+    for out in inflate(first):
+        yield out
+    async for chunk in chunks:
+        for out in inflate(chunk):
+            yield out
+    if tail := inflater.flush():
+        yield tail

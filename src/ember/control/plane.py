@@ -39,7 +39,7 @@ from ember.snapshots import LayerStore
 from ember.store import Database, models
 from ember.wire import errors
 
-from .auth import Principal
+from .auth import Principal, TokenVerifier
 from .commands import Commands
 from .files import Files
 from .ids import new_id
@@ -90,6 +90,7 @@ class ControlPlane:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._reaper_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.auth = TokenVerifier(database)
         self.sandboxes = Sandboxes(self)
         self.sessions = Sessions(self)
         self.commands = Commands(self)

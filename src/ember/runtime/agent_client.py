@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -180,7 +180,7 @@ class AgentClient:
         env: Mapping[str, str] | None = None,
         user: str = "default",
         timeout_ms: int | None = None,
-    ) -> AsyncIterator[dict[str, Any] | OutputChunk | ExitStatus]:
+    ) -> AsyncGenerator[dict[str, Any] | OutputChunk | ExitStatus, None]:
         """Start a command and follow it on one connection: the exec reply, its output, its exit."""
         fields = {
             "cmd_id": cmd_id,
