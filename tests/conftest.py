@@ -22,9 +22,8 @@ import httpx
 import pytest
 
 from ember.image import ImageInfo, ImageRecipe, ImageStore
-from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, SessionSpec
+from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, SessionSpec, mounts
 from ember.runtime.container import ContainerRuntime, default_id_shift
-from ember.runtime import mounts
 from ember.runtime.mounts import mounts_below
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:6]}"

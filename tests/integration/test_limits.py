@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ember.runtime import AgentUnavailableError, OutputChunk, Resources
+from ember.runtime import OutputChunk, Resources
 from ember.runtime.cgroups import CGROUP_ROOT, is_cgroup_v2, read_usage
 from tests.conftest import TestSession
 
@@ -162,11 +162,6 @@ def kill_all_but_the_agent(runtime, session: TestSession) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(
-    raises=AgentUnavailableError,
-    reason="BUG: Workers.submit (src/ember/agent/server.py) lets RuntimeError from "
-    "Thread.start() escape serve_forever when no pid is left, so PID 1 exits",
-)
 async def test_agent_survives_connections_while_a_fork_bomb_holds_every_pid(
     start_session, runtime
 ) -> None:

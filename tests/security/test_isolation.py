@@ -135,12 +135,6 @@ async def test_default_user_cannot_touch_the_agent(start_session) -> None:
     assert (await session.agent.hello())["protocol"] == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: the agent (PID 1) stays dumpable, so the session's root (which the default "
-    "user reaches through sudo) can ptrace it: PTRACE_ATTACH stops it and every host call "
-    "then hangs; pidfd_getfd can take its listening socket. prctl(PR_SET_DUMPABLE, 0) in "
-    "the agent would refuse both (root in the session has no CAP_SYS_PTRACE)."
-)
 async def test_session_root_cannot_ptrace_the_agent(start_session) -> None:
     session = await start_session()
     # PTRACE_SEIZE, not PTRACE_ATTACH: if it succeeds, the agent keeps running.

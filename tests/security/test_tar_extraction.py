@@ -151,11 +151,6 @@ async def test_symlink_out_of_the_root_is_refused(start_session, name: str, targ
     await assert_missing(session, f"{ROOT}/{name}", "/etc/owned", f"{ROOT}/sub")
 
 
-@pytest.mark.xfail(
-    reason="BUG: _check_link (src/ember/agent/files.py) judges symlink targets lexically, so a "
-    "target that climbs through another symlink of the archive is accepted and points outside "
-    "the root (writes stay inside, as they resolve with RESOLVE_IN_ROOT)"
-)
 async def test_symlink_out_of_the_root_through_another_symlink_is_refused(start_session) -> None:
     session = await start_session()
     # a/b -> .. is the root itself; d -> a/b/a/b/../.. is lexically "a/b" but really "/".
@@ -339,11 +334,6 @@ async def test_existing_files_are_replaced(start_session) -> None:
     assert (await session.agent.stat(f"{ROOT}/conf/app.ini"))["mode"] == 0o644
 
 
-@pytest.mark.xfail(
-    reason="BUG: _write_member (src/ember/agent/files.py) creates directories with "
-    "os.mkdir(mode) and never chmods them, so the agent's umask (022) clears group/other "
-    "write bits; docs/agent-protocol.md promises entries keep their permission bits"
-)
 @pytest.mark.parametrize("mode", [0o775, 0o777, 0o1777], ids=oct)
 async def test_directory_modes_are_kept(start_session, mode: int) -> None:
     session = await start_session()

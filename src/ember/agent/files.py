@@ -246,26 +246,96 @@ def _member_path(member: tarfile.TarInfo) -> str:
     return "" if normal == "." else normal
 
 
-def _check_link(member: tarfile.TarInfo, rel: str, root: str) -> None:
-    target = member.linkname
-    if member.issym():
-        if target.startswith("/"):
-            inside = root == "/" or posixpath.normpath(target).startswith(root.rstrip("/") + "/")
-        else:
-            lexical = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            inside = not (lexical == ".." or lexical.startswith("../"))
-    else:  # hard link: names another member, relative to the root
-        lexical = posixpath.normpath(target)
-        inside = not (target.startswith("/") or lexical == ".." or lexical.startswith("../"))
-    if not inside:
+MAX_LINK_HOPS = 40
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+class _LinkWalk:
+    """Follows paths as the kernel will once the archive is written.
+
+    Symlinks count whether they come from the archive (at the place each
+    will really be created) or already exist in the sandbox, so a link that
+    climbs out through another link is caught, which text alone cannot show.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = posixpath.normpath(root)
+        self.links: dict[str, str] = {}  # absolute path -> target, from the archive
+
+    def _readlink(self, path: str) -> str | None:
+        if path in self.links:
+            return self.links[path]
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    def _walk(self, stack: list[str], rest: str, *, in_root: bool) -> list[str] | None:
+        """Resolve `rest` from the absolute parts `stack`; None after too many links.
+
+        With `in_root`, paths behave as under RESOLVE_IN_ROOT: `..` stops at
+        the root and absolute links start from it.
+        """
+        base = _parts(self.root) if in_root else []
+        queue = _parts(rest)
+        hops = 0
+        while queue:
+            part = queue.pop(0)
+            if part == "..":
+                if len(stack) > len(base):
+                    stack.pop()
+                continue
+            stack.append(part)
+            link = self._readlink("/" + "/".join(stack))
+            if link is None:
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                return None
+            stack.pop()
+            if link.startswith("/"):
+                stack = list(base)
+            queue[:0] = _parts(link)
+        return stack
+
+    def add(self, member: tarfile.TarInfo, rel: str) -> None:
+        """Check a symlink member, then remember it for the members after it."""
+        parent = self._walk(_parts(self.root), posixpath.dirname(rel), in_root=True)
+        if parent is None:
+            raise protocol.AgentError(
+                protocol.UNSAFE_PATH, f"tar entry {member.name!r}: too many symlinks"
+            )
+        start = [] if member.linkname.startswith("/") else list(parent)
+        final = self._walk(start, member.linkname, in_root=False)
+        path = "/" + "/".join(final or [])
+        inside = final is not None and (
+            self.root == "/" or path == self.root or path.startswith(self.root + "/")
+        )
+        if not inside:
+            raise protocol.AgentError(
+                protocol.UNSAFE_PATH,
+                f"tar entry {member.name!r} links to {member.linkname!r}, outside the target directory",
+            )
+        self.links["/" + "/".join([*parent, posixpath.basename(rel)])] = member.linkname
+
+
+def _check_hardlink(member: tarfile.TarInfo) -> None:
+    # A hard link names another member, relative to the root; it is created
+    # through RESOLVE_IN_ROOT, so this check only refuses the obvious escapes.
+    lexical = posixpath.normpath(member.linkname)
+    if member.linkname.startswith("/") or lexical == ".." or lexical.startswith("../"):
         raise protocol.AgentError(
             protocol.UNSAFE_PATH,
-            f"tar entry {member.name!r} links to {target!r}, outside the target directory",
+            f"tar entry {member.name!r} links to {member.linkname!r}, outside the target directory",
         )
 
 
 def validate(members: list[tarfile.TarInfo], root: str) -> list[tuple[tarfile.TarInfo, str]]:
     checked = []
+    links = _LinkWalk(root)
     for member in members:
         rel = _member_path(member)
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
@@ -273,8 +343,10 @@ def validate(members: list[tarfile.TarInfo], root: str) -> list[tuple[tarfile.Ta
                 protocol.UNSUPPORTED_ENTRY,
                 f"tar entry {member.name!r} is a device, FIFO or other special file",
             )
-        if member.issym() or member.islnk():
-            _check_link(member, rel, root)
+        if member.issym():
+            links.add(member, rel)
+        elif member.islnk():
+            _check_hardlink(member)
         if rel or member.isdir():
             checked.append((member, rel))
     return checked
@@ -352,10 +424,11 @@ def _write_member(
         _clear(parent, name, keep_dir=member.isdir())
         if member.isdir():
             try:
-                os.mkdir(name, mode or 0o755, dir_fd=parent)
+                os.mkdir(name, 0o700, dir_fd=parent)
             except FileExistsError:
                 return
             os.chown(name, owner.uid, owner.gid, dir_fd=parent, follow_symlinks=False)
+            os.chmod(name, mode or 0o755, dir_fd=parent)  # exactly, whatever our umask
         elif member.issym():
             os.symlink(member.linkname, name, dir_fd=parent)
             os.chown(name, owner.uid, owner.gid, dir_fd=parent, follow_symlinks=False)

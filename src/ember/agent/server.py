@@ -259,28 +259,45 @@ class Workers:
     (logs of a long command), so the pool grows to the peak concurrency.
     """
 
+    RESERVE = 4
+
     def __init__(self, handle: Callable[[socket.socket], None]) -> None:
         self._handle = handle
         self._lock = threading.Lock()
         self._idle = 0
         self._queue: _queue.SimpleQueue[socket.socket] = _queue.SimpleQueue()
+        # Started now, while pids are plentiful: a fork bomb in the session
+        # may later leave none for new threads, and the host must still get in.
+        for _ in range(self.RESERVE):
+            with self._lock:
+                self._idle += 1
+            threading.Thread(target=self._wait_for_work, daemon=True).start()
 
     def submit(self, sock: socket.socket) -> None:
         with self._lock:
             reuse = self._idle > 0
             if reuse:
                 self._idle -= 1
-        if reuse:
-            self._queue.put(sock)
-        else:
-            threading.Thread(target=self._work, args=(sock,), daemon=True).start()
+        if not reuse:
+            try:
+                threading.Thread(target=self._work, args=(sock,), daemon=True).start()
+                return
+            except RuntimeError:  # no pid left for a thread: wait for a free worker
+                pass
+        self._queue.put(sock)
 
     def _work(self, sock: socket.socket) -> None:
-        while True:
-            self._handle(sock)
+        self._handle(sock)
+        self._wait_for_work(already_idle=False)
+
+    def _wait_for_work(self, already_idle: bool = True) -> None:
+        if not already_idle:
             with self._lock:
                 self._idle += 1
-            sock = self._queue.get()
+        while True:
+            self._handle(self._queue.get())
+            with self._lock:
+                self._idle += 1
 
 
 class Connection(protocol.FramedSocket):
@@ -296,6 +313,20 @@ class Connection(protocol.FramedSocket):
     def try_send_json(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             self.send_json(message)
+
+
+def make_undumpable() -> None:
+    """Refuse ptrace and /proc/1/mem to the session's own root.
+
+    Root in a session has no CAP_SYS_PTRACE, so once PID 1 is not dumpable the
+    kernel denies attaching to it (and pidfd_getfd of its sockets). Commands
+    are dumpable again after their execve, so debuggers work on them.
+    """
+    import ctypes
+
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -319,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    make_undumpable()
     listener = socket.socket(fileno=int(options["--listen-fd"]))
     os.set_inheritable(listener.fileno(), False)
     agent = Agent(User.lookup(options["--user"]), options["--workdir"])

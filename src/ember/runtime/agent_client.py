@@ -18,6 +18,9 @@ from ember.agent.protocol import AgentError
 __all__ = ["AgentClient", "AgentError", "AgentUnavailableError", "ExitStatus", "OutputChunk"]
 
 
+CALL_TIMEOUT_S = 30.0
+
+
 class AgentUnavailableError(Exception):
     """The agent's socket is missing, unsafe, or the agent stopped answering."""
 
@@ -142,9 +145,22 @@ class AgentClient:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
-        async with self._open(op, fields) as conn:
-            return await conn.read_reply()
+    async def call(
+        self, op: str, *, timeout_s: float | None = CALL_TIMEOUT_S, **fields: Any
+    ) -> dict[str, Any]:
+        """One request, one reply. A stuck agent (say, stopped by a debugger) is
+        reported as unavailable after `timeout_s` instead of hanging the caller."""
+
+        async def exchange() -> dict[str, Any]:
+            async with self._open(op, fields) as conn:
+                return await conn.read_reply()
+
+        try:
+            return await asyncio.wait_for(exchange(), timeout_s)
+        except TimeoutError as exc:
+            raise AgentUnavailableError(
+                f"the agent did not answer {op} within {timeout_s} s"
+            ) from exc
 
     async def hello(self) -> dict[str, Any]:
         return await self.call("hello")
@@ -204,7 +220,7 @@ class AgentClient:
                 yield item
 
     async def wait(self, cmd_id: str) -> ExitStatus:
-        reply = await self.call("wait", cmd_id=cmd_id)
+        reply = await self.call("wait", timeout_s=None, cmd_id=cmd_id)
         return ExitStatus(reply["exit_code"], reply["duration_ms"])
 
     async def signal(self, cmd_id: str, signum: int) -> None:

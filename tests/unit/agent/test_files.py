@@ -61,3 +61,24 @@ def test_safe_entries_pass() -> None:
 
 def test_absolute_links_anywhere_are_inside_when_the_root_is_slash() -> None:
     files.validate([member("l", tarfile.SYMTYPE, "/etc/passwd")], "/")
+
+
+def test_a_symlink_climbing_out_through_another_symlink_is_refused() -> None:
+    # a/b -> .. is the root itself, so d really points two levels above it.
+    chain = [member("a/b", tarfile.SYMTYPE, ".."), member("d", tarfile.SYMTYPE, "a/b/a/b/../..")]
+    with pytest.raises(protocol.AgentError) as err:
+        files.validate(chain, "/vercel/sandbox")
+    assert err.value.code == "unsafe_path"
+    inside = [member("a/b", tarfile.SYMTYPE, ".."), member("d", tarfile.SYMTYPE, "a/b/a/b/x")]
+    assert len(files.validate(inside, "/vercel/sandbox")) == 2
+
+
+def test_a_symlink_loop_is_refused() -> None:
+    loop = [
+        member("x", tarfile.SYMTYPE, "y"),
+        member("y", tarfile.SYMTYPE, "x"),
+        member("z", tarfile.SYMTYPE, "x/f"),
+    ]
+    with pytest.raises(protocol.AgentError) as err:
+        files.validate(loop, "/vercel/sandbox")
+    assert err.value.code == "unsafe_path"
