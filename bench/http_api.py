@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
+
 from ember.runtime import mounts
 from ember.runtime.container import ContainerRuntime, default_id_shift
 from measure import ms_since, now

@@ -61,12 +61,11 @@ from baselines import RuncBaseline, subprocess_echo, which  # noqa: E402
 from ember.image import ImageRecipe, ImageStore  # noqa: E402
 from ember.runtime import proc  # noqa: E402
 from ember.runtime.container import ContainerRuntime, default_id_shift  # noqa: E402
+from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
+from http_api import HttpBench, tar_gz  # noqa: E402
 from measure import latency, ratio, throughput  # noqa: E402
 from phases import Phases  # noqa: E402
 from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
-
-from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
-from http_api import HttpBench, tar_gz  # noqa: E402
 
 DEFAULT_OUT = BENCH_DIR / "results" / "latest.json"
 TRANSFER_BYTES = 100 * 1024 * 1024

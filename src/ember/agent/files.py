@@ -249,6 +249,13 @@ def _member_path(member: tarfile.TarInfo) -> str:
 MAX_LINK_HOPS = 40
 
 
+def _outside(member: tarfile.TarInfo) -> protocol.AgentError:
+    return protocol.AgentError(
+        protocol.UNSAFE_PATH,
+        f"tar entry {member.name!r} links to {member.linkname!r}, outside the target directory",
+    )
+
+
 def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p and p != "."]
 
@@ -315,10 +322,7 @@ class _LinkWalk:
             self.root == "/" or path == self.root or path.startswith(self.root + "/")
         )
         if not inside:
-            raise protocol.AgentError(
-                protocol.UNSAFE_PATH,
-                f"tar entry {member.name!r} links to {member.linkname!r}, outside the target directory",
-            )
+            raise _outside(member)
         self.links["/" + "/".join([*parent, posixpath.basename(rel)])] = member.linkname
 
 
@@ -327,10 +331,7 @@ def _check_hardlink(member: tarfile.TarInfo) -> None:
     # through RESOLVE_IN_ROOT, so this check only refuses the obvious escapes.
     lexical = posixpath.normpath(member.linkname)
     if member.linkname.startswith("/") or lexical == ".." or lexical.startswith("../"):
-        raise protocol.AgentError(
-            protocol.UNSAFE_PATH,
-            f"tar entry {member.name!r} links to {member.linkname!r}, outside the target directory",
-        )
+        raise _outside(member)
 
 
 def validate(members: list[tarfile.TarInfo], root: str) -> list[tuple[tarfile.TarInfo, str]]:
