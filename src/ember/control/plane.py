@@ -88,6 +88,10 @@ class ControlPlane:
         self.image_id = image_id
         self.clock = clock
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Running sessions as last read, so session-bound calls skip the store.
+        # Coherent because this object is the store's only writer: every
+        # transition of a session or change of its sandbox forgets it here.
+        self._running: dict[str, tuple[models.Session, models.Sandbox]] = {}
         self._reaper_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.auth = TokenVerifier(database)
@@ -130,6 +134,13 @@ class ControlPlane:
 
     def forget(self, sandbox_id: str) -> None:
         self._locks.pop(sandbox_id, None)
+        self.forget_sandbox(sandbox_id)
+
+    def forget_sandbox(self, sandbox_id: str) -> None:
+        """Drop cached sessions of a sandbox whose configuration changed."""
+        for session_id, (_, sandbox) in list(self._running.items()):
+            if sandbox.id == sandbox_id:
+                self._running.pop(session_id, None)
 
     def wake_reaper(self) -> None:
         self._reaper_wakeup.set()
@@ -155,8 +166,12 @@ class ControlPlane:
         self, principal: Principal, session_id: str
     ) -> tuple[models.Session, models.Sandbox]:
         """The session, if it can take work now; else the reference's 410 / 422."""
+        cached = self._running.get(session_id)
+        if cached is not None and cached[0].project_id == principal.project_id:
+            return cached
         session, sandbox = await self.load_session(principal, session_id)
         raise_unless_running(session)
+        self._running[session_id] = (session, sandbox)
         return session, sandbox
 
     def agent(self, session: models.Session) -> AgentClient:
@@ -290,6 +305,8 @@ class ControlPlane:
     async def _stop_locked(
         self, session_id: str, mode: SnapshotMode, expiration_ms: int | None
     ) -> StopResult:
+        self._running.pop(session_id, None)
+
         def begin(db: DbSession) -> tuple[models.Session, models.Sandbox, str | None]:
             row = db.get(models.Session, session_id)
             box = db.get(models.Sandbox, row.sandbox_id) if row else None
@@ -308,6 +325,7 @@ class ControlPlane:
             return row, box, wants
 
         row, box, wants = await self.db.run(begin)
+        self._running.pop(session_id, None)  # a request may have cached it meanwhile
         if row.status in ENDED:
             snap = await self.db.run(
                 lambda db: db.get(models.Snapshot, row.snapshot_id) if row.snapshot_id else None
@@ -320,6 +338,7 @@ class ControlPlane:
     ) -> StopResult:
         """Stop processes, freeze or discard the writable layer, record the outcome."""
         session_id = row.id
+        self._running.pop(session_id, None)
         usage = None
         if session_id in await self.runtime.sessions():
             with contextlib.suppress(EmberRuntimeError, OSError):
@@ -396,6 +415,7 @@ class ControlPlane:
             return StopResult(session, box, snapshot)
 
         result = await self.db.run(finish)
+        self._running.pop(session_id, None)
         if result.snapshot is not None:
             await self.snapshots.apply_retention(result.sandbox.id)
         return result
@@ -409,6 +429,8 @@ class ControlPlane:
         return self.settings.default_snapshot_expiration_ms
 
     async def _set_status(self, session_id: str, status: str) -> None:
+        self._running.pop(session_id, None)
+
         def update(db: DbSession) -> None:
             row = db.get(models.Session, session_id)
             assert row is not None
@@ -440,6 +462,7 @@ class ControlPlane:
             return row
 
         row = await self.db.run(extend)
+        self._running.pop(session_id, None)
         self.wake_reaper()
         return row
 

@@ -348,6 +348,7 @@ class Sandboxes:
             return row
 
         row = await self.plane.db.run(apply)
+        self.plane.forget_sandbox(row.id)
         return SandboxState(row, state.session)
 
     async def delete(

@@ -5,8 +5,8 @@ the session):
 
     disk.img      the writable layer: a sparse ext4 image (the disk limit)
     upper/        disk.img mounted; holds the overlay's upper/ and work/
-    lower/N/      snapshot layers, mounted read-only
-    rootfs/       the overlay: image + layers (read-only) + upper
+    rootfs/       the overlay: image + snapshot layers (read-only, shared
+                  mounts under <data_dir>/layers/<id>/mnt) + upper
     etc/          hostname, hosts, resolv.conf, bind-mounted read-only
     bundle/       config.json for runc
     agent.sock    the agent's listening socket (bound here, passed as fd 0)
@@ -227,11 +227,8 @@ class ContainerRuntime:
         )
         disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
         upper, work = disk.prepare_upper(str(sdir / "upper"), root_id=shift)
-        lowers = []
-        for index, layer in enumerate(chain):  # top first, as overlayfs wants
-            target = sdir / "lower" / str(index)
-            disk.mount_disk(str(self.layers.disk(layer.layer_id)), str(target), read_only=True)
-            lowers.append(str(target / disk.UPPER))
+        # Top first, as overlayfs wants; the layers' shared read-only mounts.
+        lowers = [self.layers.upper_dir(layer.layer_id) for layer in chain]
         lowers.append(image_rootfs)
         rootfs = sdir / "rootfs"
         rootfs.mkdir()
