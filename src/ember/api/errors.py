@@ -60,7 +60,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default is 422; the reference keeps 422 for stopping/snapshotting.
-        return error_response(errors.BadRequestError(_describe_validation(exc)))
+        message = _describe_validation(exc)
+        if any(
+            tuple(e.get("loc", ())) == ("body", "name") and e.get("type") != "extra_forbidden"
+            for e in exc.errors()
+        ):
+            return error_response(errors.InvalidNameError(message))
+        return error_response(errors.BadRequestError(message))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

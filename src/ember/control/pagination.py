@@ -27,7 +27,11 @@ def decode_cursor(cursor: str) -> tuple[Any, str]:
         value, item_id = json.loads(raw)
     except (ValueError, TypeError) as exc:
         raise InvalidCursorError(f"cursor {cursor[:40]!r} is not one this server issued") from exc
-    if not isinstance(item_id, str) or not isinstance(value, (int, float, str)):
+    # Sort keys are epoch-ms integers or names; anything else was not issued here.
+    fits = isinstance(value, str) or (
+        isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    )
+    if not isinstance(item_id, str) or not fits:
         raise InvalidCursorError(f"cursor {cursor[:40]!r} is not one this server issued")
     return value, item_id
 

@@ -36,9 +36,13 @@ class ResponseModel(BaseModel):
 
 
 class RequestModel(BaseModel):
-    """Strict: an unknown field is a 400, except the reference's private `__*` parameters."""
+    """Strict: an unknown field, or a value of the wrong JSON type ("80" for a
+    port, true for a count), is a 400; the reference's private `__*`
+    parameters are the exception and are ignored."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
 
     @model_validator(mode="before")
     @classmethod

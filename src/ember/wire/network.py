@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import ResponseModel
 
@@ -26,12 +26,64 @@ class Subnets(BaseModel):
         return value
 
 
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class Matcher(BaseModel):
+    """`{exact}`, `{startsWith}` or `{regex}`: exactly one."""
+
+    model_config = _STRICT
+    exact: str | None = None
+    startsWith: str | None = None  # noqa: N815 - the wire name
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Matcher:
+        if sum(v is not None for v in (self.exact, self.startsWith, self.regex)) != 1:
+            raise ValueError("a matcher has exactly one of exact, startsWith, regex")
+        return self
+
+
+class KeyValueMatcher(BaseModel):
+    model_config = _STRICT
+    key: Matcher | None = None
+    value: Matcher | None = None
+
+
+class RequestMatch(BaseModel):
+    model_config = _STRICT
+    path: Matcher | None = None
+    method: list[str] | None = None
+    queryString: list[KeyValueMatcher] | None = None  # noqa: N815 - the wire name
+    headers: list[KeyValueMatcher] | None = None
+
+
+class Transform(BaseModel):
+    model_config = _STRICT
+    headers: dict[str, str] | None = None
+
+
+class Rule(BaseModel):
+    """A domain's rule: inject headers (`transform`) or forward (`forwardURL`), not both."""
+
+    model_config = _STRICT
+    match: RequestMatch | None = None
+    transform: list[Transform] | None = None
+    forwardURL: str | None = None  # noqa: N815 - the wire name
+
+    @model_validator(mode="after")
+    def _either(self) -> Rule:
+        if (self.transform is None) == (self.forwardURL is None):
+            raise ValueError("a rule has either transform or forwardURL")
+        return self
+
+
 class NetworkPolicyRequest(BaseModel):
     """`{"mode": "allow-all"|"deny-all"}` or the object form `{allow, subnets}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     mode: Literal["allow-all", "deny-all", "custom"] | None = None
-    allow: list[str] | dict[str, list[dict[str, Any]]] | None = None
+    allow: list[str] | dict[str, list[Rule]] | None = None
     subnets: Subnets | None = None
 
     def to_stored(self) -> dict[str, Any]:
