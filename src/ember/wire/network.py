@@ -34,7 +34,7 @@ class Matcher(BaseModel):
 
     model_config = _STRICT
     exact: str | None = None
-    startsWith: str | None = None  # noqa: N815 - the wire name
+    startsWith: str | None = None  # the wire name
     regex: str | None = None
 
     @model_validator(mode="after")
@@ -54,7 +54,7 @@ class RequestMatch(BaseModel):
     model_config = _STRICT
     path: Matcher | None = None
     method: list[str] | None = None
-    queryString: list[KeyValueMatcher] | None = None  # noqa: N815 - the wire name
+    queryString: list[KeyValueMatcher] | None = None  # the wire name
     headers: list[KeyValueMatcher] | None = None
 
 
@@ -69,7 +69,7 @@ class Rule(BaseModel):
     model_config = _STRICT
     match: RequestMatch | None = None
     transform: list[Transform] | None = None
-    forwardURL: str | None = None  # noqa: N815 - the wire name
+    forwardURL: str | None = None  # the wire name
 
     @model_validator(mode="after")
     def _either(self) -> Rule:
