@@ -1,0 +1,81 @@
+"""An in-tree fake of the Runtime seam, for control-plane tests without root.
+
+Only the seam is fake: the store, the control plane and the API are real.
+`stop_gate` and `freeze_gate` hold a stop in its `stopping` and
+`snapshotting` states until the test releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ember.runtime import (
+    AgentClient,
+    FrozenLayer,
+    ResourceUsage,
+    SessionInfo,
+    SessionNotFoundError,
+    SessionSpec,
+    SessionStatus,
+)
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.running: dict[str, SessionInfo] = {}
+        self.stopped: dict[str, SessionInfo] = {}
+        self.frozen: dict[str, str] = {}  # layer id -> session id
+        self.stop_gate = asyncio.Event()
+        self.freeze_gate = asyncio.Event()
+        self.stop_gate.set()
+        self.freeze_gate.set()
+
+    async def start(self, spec: SessionSpec) -> SessionInfo:
+        info = SessionInfo(
+            spec.session_id,
+            self.name,
+            SessionStatus.RUNNING,
+            int(time.time() * 1000),
+            "vercel-sandbox",
+            "/vercel/sandbox",
+            spec,
+        )
+        self.running[spec.session_id] = info
+        return info
+
+    def agent(self, session_id: str) -> AgentClient:
+        return AgentClient(f"/nonexistent/{session_id}.sock")
+
+    async def stop(self, session_id: str) -> None:
+        await self.stop_gate.wait()
+        info = self.running.pop(session_id, None)
+        if info is not None:
+            self.stopped[session_id] = info
+
+    async def freeze(self, session_id: str, layer_id: str) -> FrozenLayer:
+        await self.freeze_gate.wait()
+        info = self.stopped.pop(session_id)
+        self.frozen[layer_id] = session_id
+        return FrozenLayer(layer_id, info.spec.top_layer, 4096)
+
+    async def discard(self, session_id: str) -> None:
+        self.running.pop(session_id, None)
+        self.stopped.pop(session_id, None)
+
+    async def info(self, session_id: str) -> SessionInfo:
+        if session_id in self.running:
+            return self.running[session_id]
+        if session_id in self.stopped:
+            return self.stopped[session_id]
+        raise SessionNotFoundError(session_id)
+
+    async def usage(self, session_id: str) -> ResourceUsage:
+        return ResourceUsage(
+            cpu_ms=5, memory_bytes=1 << 20, memory_peak_bytes=2 << 20, pids=1, disk_used_bytes=0
+        )
+
+    async def sessions(self) -> list[str]:
+        return sorted({*self.running, *self.stopped})
