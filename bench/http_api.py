@@ -101,9 +101,10 @@ class HttpBench:
             self.process.terminate()
             self.process.wait(30)
         if self.server_dir:
-            runtime = ContainerRuntime(self.server_dir, id_shift=default_id_shift())
+            runtime = ContainerRuntime(self.server_dir, id_shift=default_id_shift(), pool_size=0)
             for session_id in await runtime.sessions():
                 await runtime.discard(session_id)
+            runtime.close()
             link = os.path.join(self.server_dir, "images")
             if os.path.islink(link):
                 os.unlink(link)

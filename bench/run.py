@@ -181,6 +181,7 @@ class Bench:
             self.runc.close()  # first: it never awaits, so a pending cancellation cannot skip it
             await asyncio.shield(self.http.close())
             errors = await self.sessions.close()
+            await asyncio.to_thread(self.runtime.close)
             if errors:
                 log(f"cleanup failures: {errors}")
 

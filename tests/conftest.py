@@ -55,6 +55,8 @@ def image() -> ImageInfo:
 def runtime(image: ImageInfo) -> Iterator[ContainerRuntime]:
     rt = ContainerRuntime(DATA_DIR, id_shift=default_id_shift())
     yield rt
+    rt.close()
+    assert not mounts_below(str(rt.pool.dir)), "the disk pool left mounts behind"
     leftovers = [s for s in os.listdir(rt.sessions_dir) if s.startswith(RUN_PREFIX)]
     leftover_mounts = [m for m in mounts_below(str(rt.sessions_dir)) if RUN_PREFIX in m]
     assert not leftovers, f"sessions left behind: {leftovers}"
@@ -239,13 +241,14 @@ def cleanup_data_dir(data_dir: str) -> None:
     """Stop every session a test server left, with the product's own runtime code."""
     import asyncio
 
-    runtime = ContainerRuntime(data_dir, id_shift=default_id_shift())
+    runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0)
 
     async def discard_all() -> None:
         for session_id in await runtime.sessions():
             await runtime.discard(session_id)
 
     asyncio.run(discard_all())
+    runtime.close()
     mounts.remove_tree(data_dir)
 
 

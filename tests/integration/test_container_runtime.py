@@ -277,7 +277,10 @@ async def test_a_stopped_session_becomes_a_layer_and_the_next_session_sees_it(
 
 async def test_long_chains_are_flattened(image, layer_ids: list[str], start_session) -> None:
     shallow = ContainerRuntime(
-        DATA_DIR, id_shift=default_id_shift(), layers=LayerStore(DATA_DIR, max_depth=2)
+        DATA_DIR,
+        id_shift=default_id_shift(),
+        layers=LayerStore(DATA_DIR, max_depth=2),
+        pool_size=0,
     )
     top = None
     steps = [

@@ -128,6 +128,7 @@ class ControlPlane:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        await asyncio.to_thread(self.runtime.close)
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks[sandbox_id]

@@ -117,3 +117,7 @@ class Runtime(Protocol):
     async def sessions(self) -> list[str]:
         """Ids of every session this runtime holds, running or stopped (for recovery)."""
         ...
+
+    def close(self) -> None:
+        """Release resources kept for future sessions; running sessions stay."""
+        ...

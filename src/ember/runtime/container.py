@@ -34,6 +34,7 @@ from ember.snapshots import LayerStore
 
 from . import cgroups, disk, mounts, oci, proc, seccomp
 from .agent_client import AgentClient, AgentUnavailableError
+from .disk_pool import DiskPool
 from .base import (
     EmberRuntimeError,
     FrozenLayer,
@@ -87,6 +88,7 @@ class ContainerRuntime:
         no_new_privileges: bool = True,
         seccomp_profile: str = seccomp.PROFILE_PATH,
         runc: str = "runc",
+        pool_size: int = 2,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.sessions_dir = self.data_dir / "sessions"
@@ -107,6 +109,14 @@ class ContainerRuntime:
             seccomp.load_docker_profile(seccomp_profile), oci.DEFAULT_CAPABILITIES
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        self.pool = DiskPool(
+            self.data_dir / "pool",
+            self.templates_dir,
+            size_mib=Resources().disk_mib,
+            root_id=id_shift,
+            target=pool_size,
+        )
+        self.pool.refill()
 
     # -- paths --------------------------------------------------------------
 
@@ -219,13 +229,15 @@ class ContainerRuntime:
         self, sdir: Path, spec: SessionSpec, image_rootfs: str, chain: list[Any]
     ) -> None:
         shift = self.id_shift
-        disk.create_disk(
-            str(sdir / "disk.img"),
-            spec.resources.disk_mib,
-            root_id=shift,
-            templates=str(self.templates_dir),
-        )
-        disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
+        pooled = spec.resources.disk_mib == self.pool.size_mib and self.pool.take(sdir)
+        if not pooled:
+            disk.create_disk(
+                str(sdir / "disk.img"),
+                spec.resources.disk_mib,
+                root_id=shift,
+                templates=str(self.templates_dir),
+            )
+            disk.mount_disk(str(sdir / "disk.img"), str(sdir / "upper"), read_only=False)
         upper, work = disk.prepare_upper(str(sdir / "upper"), root_id=shift)
         # Top first, as overlayfs wants; the layers' shared read-only mounts.
         lowers = [self.layers.upper_dir(layer.layer_id) for layer in chain]
@@ -458,6 +470,14 @@ class ContainerRuntime:
         upper = sdir / "upper"
         disk_used = disk.used_bytes(str(upper)) if mounts.is_mountpoint(str(upper)) else 0
         return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
+
+    def close(self) -> None:
+        """Release what the runtime holds for future sessions (its disk pool).
+
+        Running sessions are not touched: they outlive emberd and are adopted
+        by the next one.
+        """
+        self.pool.close()
 
     async def sessions(self) -> list[str]:
         return sorted(

@@ -41,6 +41,10 @@ def mount(
     proc.run([*argv, "--", source, target], timeout_s=30)
 
 
+def move(source: str, target: str) -> None:
+    proc.run(["mount", "--move", "--", source, target], timeout_s=30)
+
+
 def unmount(target: str, *, lazy: bool = False) -> None:
     proc.run(["umount", *(["--lazy"] if lazy else []), "--", target], timeout_s=30)
 

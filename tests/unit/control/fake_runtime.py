@@ -77,5 +77,8 @@ class FakeRuntime:
             cpu_ms=5, memory_bytes=1 << 20, memory_peak_bytes=2 << 20, pids=1, disk_used_bytes=0
         )
 
+    def close(self) -> None:
+        pass
+
     async def sessions(self) -> list[str]:
         return sorted({*self.running, *self.stopped})
