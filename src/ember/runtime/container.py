@@ -34,7 +34,6 @@ from ember.snapshots import LayerStore
 
 from . import cgroups, disk, mounts, oci, proc, seccomp
 from .agent_client import AgentClient, AgentUnavailableError
-from .disk_pool import DiskPool
 from .base import (
     EmberRuntimeError,
     FrozenLayer,
@@ -46,6 +45,7 @@ from .base import (
     SessionStartError,
     SessionStatus,
 )
+from .disk_pool import DiskPool
 
 CONTAINER_PREFIX = "ember-"
 CGROUP_PARENT = "/ember"
