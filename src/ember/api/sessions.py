@@ -22,6 +22,7 @@ from ember.wire.session import (
     SessionSnapshotResponse,
     StopResponse,
 )
+from ember.wire.files import FileListResponse, FileStatResponse, file_stat
 from ember.wire.snapshot import SnapshotRequest
 
 from .deps import Caller, Plane
@@ -40,6 +41,18 @@ class MkdirRequest(RequestModel):
 
 class ReadRequest(RequestModel):
     path: str
+    cwd: str | None = None
+
+
+class RemoveRequest(RequestModel):
+    path: str
+    cwd: str | None = None
+    recursive: bool = False
+
+
+class RenameRequest(RequestModel):
+    src: str
+    dst: str
     cwd: str | None = None
 
 
@@ -210,6 +223,42 @@ async def read_file(
 ) -> StreamingResponse:
     chunks = await control.files.read(caller, session_id, body.path, body.cwd)
     return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.post(SESSION + "/fs/stat", response_model=FileStatResponse)
+async def stat_file(
+    session_id: str, body: ReadRequest, control: Plane, caller: Caller
+) -> FileStatResponse:
+    """Ember extension: a path's kind, size, mode, owner and mtime (symlinks not followed)."""
+    stat = await control.files.stat(caller, session_id, body.path, body.cwd)
+    return FileStatResponse(stat=file_stat(stat))
+
+
+@router.post(SESSION + "/fs/list", response_model=FileListResponse)
+async def list_directory(
+    session_id: str, body: ReadRequest, control: Plane, caller: Caller
+) -> FileListResponse:
+    """Ember extension: the entries of a directory, sorted by name."""
+    entries = await control.files.listdir(caller, session_id, body.path, body.cwd)
+    return FileListResponse(entries=[file_stat(e) for e in entries])
+
+
+@router.post(SESSION + "/fs/remove")
+async def remove_path(
+    session_id: str, body: RemoveRequest, control: Plane, caller: Caller
+) -> dict[str, object]:
+    """Ember extension: remove a file, symlink or (with `recursive`) a directory tree."""
+    await control.files.remove(caller, session_id, body.path, body.cwd, body.recursive)
+    return {}
+
+
+@router.post(SESSION + "/fs/rename")
+async def rename_path(
+    session_id: str, body: RenameRequest, control: Plane, caller: Caller
+) -> dict[str, object]:
+    """Ember extension: rename (move) a path inside the sandbox."""
+    await control.files.rename(caller, session_id, body.src, body.dst, body.cwd)
+    return {}
 
 
 @router.post(SESSION + "/fs/write")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from isal import isal_zlib
 
@@ -66,6 +66,41 @@ class Files:
                 return  # the response is cut short; the client sees a truncated body
 
         return stream()
+
+    async def stat(
+        self, principal: Principal, session_id: str, path: str, cwd: str | None
+    ) -> dict[str, Any]:
+        session, _ = await self.plane.running_session(principal, session_id)
+        target = sandbox_path(path, cwd, session.cwd)
+        with agent_errors(self.plane, session, not_found=errors.FileNotFoundError_):
+            return await self.plane.agent(session).stat(target)
+
+    async def listdir(
+        self, principal: Principal, session_id: str, path: str, cwd: str | None
+    ) -> list[dict[str, Any]]:
+        session, _ = await self.plane.running_session(principal, session_id)
+        target = sandbox_path(path, cwd, session.cwd)
+        with agent_errors(self.plane, session, not_found=errors.FileNotFoundError_):
+            return await self.plane.agent(session).listdir(target)
+
+    async def remove(
+        self, principal: Principal, session_id: str, path: str, cwd: str | None, recursive: bool
+    ) -> None:
+        session, _ = await self.plane.running_session(principal, session_id)
+        target = sandbox_path(path, cwd, session.cwd)
+        if target == "/":
+            raise errors.InvalidPathError("refusing to remove the sandbox's root directory")
+        with agent_errors(self.plane, session, not_found=errors.FileNotFoundError_):
+            await self.plane.agent(session).remove(target, recursive=recursive)
+
+    async def rename(
+        self, principal: Principal, session_id: str, src: str, dst: str, cwd: str | None
+    ) -> None:
+        session, _ = await self.plane.running_session(principal, session_id)
+        source = sandbox_path(src, cwd, session.cwd)
+        target = sandbox_path(dst, cwd, session.cwd)
+        with agent_errors(self.plane, session, not_found=errors.FileNotFoundError_):
+            await self.plane.agent(session).rename(source, target)
 
     async def write(
         self, principal: Principal, session_id: str, root: str | None, body: AsyncIterable[bytes]

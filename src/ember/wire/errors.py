@@ -38,6 +38,7 @@ _CODES: dict[str, type[EmberError]] = {}
 
 class EmberError(Exception):
     code: ClassVar[str] = "error"
+    status: int | None = None  # the HTTP status, once an error has crossed the wire
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
