@@ -332,7 +332,7 @@ class AsyncSandbox:
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
     ) -> AsyncCommand:
-        """Run a command; wait for it and keep its output, or return at once with `detached=True`."""
+        """Run a command and wait, keeping its output; `detached=True` returns at once."""
         wait = not detached
 
         def build(sid: str) -> _core.Call:
@@ -371,7 +371,7 @@ class AsyncSandbox:
     # -- files -----------------------------------------------------------------------------
 
     async def write_files(self, files: _core.Files) -> None:
-        """Write `{path: bytes or str}` or `(path, content, mode)` items; relative paths are in `cwd`."""
+        """Write `{path: content}` or `(path, content, mode)` items; relative paths: in `cwd`."""
         archive = _requests.archive(files, self.cwd)
         _core.check(await self._session_call(lambda sid: _requests.write(sid, archive)))
 

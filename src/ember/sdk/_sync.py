@@ -317,7 +317,7 @@ class Sandbox:
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
     ) -> Command:
-        """Run a command; wait for it and keep its output, or return at once with `detached=True`."""
+        """Run a command and wait, keeping its output; `detached=True` returns at once."""
         wait = not detached
 
         def build(sid: str) -> _core.Call:
@@ -356,7 +356,7 @@ class Sandbox:
     # -- files -----------------------------------------------------------------------------
 
     def write_files(self, files: _core.Files) -> None:
-        """Write `{path: bytes or str}` or `(path, content, mode)` items; relative paths are in `cwd`."""
+        """Write `{path: content}` or `(path, content, mode)` items; relative paths: in `cwd`."""
         archive = _requests.archive(files, self.cwd)
         _core.check(self._session_call(lambda sid: _requests.write(sid, archive)))
 
