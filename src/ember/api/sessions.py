@@ -15,6 +15,7 @@ from ember.wire import errors
 from ember.wire.base import RequestModel
 from ember.wire.command import CommandList, CommandResponse, KillRequest, RunCommandRequest
 from ember.wire.common import Pagination
+from ember.wire.files import FileListResponse, FileStatResponse, file_stat
 from ember.wire.session import (
     ExtendTimeoutRequest,
     SessionList,
@@ -22,7 +23,6 @@ from ember.wire.session import (
     SessionSnapshotResponse,
     StopResponse,
 )
-from ember.wire.files import FileListResponse, FileStatResponse, file_stat
 from ember.wire.snapshot import SnapshotRequest
 
 from .deps import Caller, Plane
