@@ -182,7 +182,13 @@ class CommandTable:
         return command
 
     def _popen(
-        self, command: Command, env: Mapping[str, str], user: User, stdio: tuple[int, int, int]
+        self,
+        command: Command,
+        env: Mapping[str, str],
+        user: User,
+        stdio: tuple[int, int, int],
+        *,
+        new_session: bool = True,
     ) -> None:
         """Start the process (the caller holds the lock, so the reaper finds it registered)."""
         try:
@@ -196,7 +202,7 @@ class CommandTable:
                 user=user.uid,
                 group=user.gid,
                 extra_groups=list(user.groups),
-                start_new_session=True,
+                start_new_session=new_session,
                 close_fds=True,
             )
         except OSError as exc:
@@ -224,15 +230,15 @@ class CommandTable:
         env: Mapping[str, str],
         user: User,
         fds: tuple[int, int, int],
+        new_session: bool = True,
     ) -> Command:
-        """Start a process on the caller's stdin/stdout/stderr (for the sudo service).
+        """Start a process on given stdin/stdout/stderr (the sudo service, terminals).
 
-        It is supervised and reaped like a command but not listed: it belongs
-        to a process inside the session, not to the control plane.
+        It is supervised and reaped like a command but not listed.
         """
         command = Command("", argv, cwd, user.name, now_ms(), time.monotonic())
         with self._lock:
-            self._popen(command, env, user, fds)
+            self._popen(command, env, user, fds, new_session=new_session)
         return command
 
     def signal_command(self, command: Command, signum: int) -> None:

@@ -12,6 +12,7 @@ import threading
 from . import files, protocol
 from .commands import CommandTable, User, now_ms
 from .sudo_service import SudoService
+from .terminal import run_terminal
 
 TYPE_CHECKING = False  # like typing.TYPE_CHECKING, without importing typing (3 ms)
 
@@ -77,6 +78,7 @@ class Agent:
             "remove": self.op_remove,
             "rename": self.op_rename,
             "sync": self.op_sync,
+            "terminal": self.op_terminal,
         }
 
     def path(self, request: dict[str, Any], name: str = "path") -> str:
@@ -216,6 +218,25 @@ class Agent:
     def op_rename(self, conn: Connection, request: dict[str, Any]) -> None:
         files.rename(self.path(request, "src"), self.path(request, "dst"))
         conn.send_json({"ok": True})
+
+    def op_terminal(self, conn: Connection, request: dict[str, Any]) -> None:
+        argv = _field(request, "argv", list)
+        if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise protocol.AgentError(
+                protocol.BAD_REQUEST, "argv must be a non-empty list of strings"
+            )
+        user = self.commands.user_for(_field(request, "user", str, default="default"))
+        cwd = _optional(request, "cwd", str)
+        run_terminal(
+            conn,
+            self.commands,
+            argv,
+            cwd=files.resolve(cwd, None, self.workdir) if cwd else self.workdir,
+            env=self.commands.environment(user, _string_map(request.get("env"), "env")),
+            user=user,
+            cols=request.get("cols", 80),
+            rows=request.get("rows", 24),
+        )
 
     def op_sync(self, conn: Connection, request: dict[str, Any]) -> None:
         os.sync()

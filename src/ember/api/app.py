@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from ember import __version__
 from ember.control import ControlPlane
 
-from . import errors, sandboxes, sessions, snapshots
+from . import errors, sandboxes, sessions, snapshots, terminals
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
@@ -35,6 +35,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     # Static paths first: /v2/sandboxes/sessions must not be read as a sandbox name.
     app.include_router(sessions.router)
     app.include_router(snapshots.router)
+    app.include_router(terminals.router)
     app.include_router(sandboxes.router)
 
     @app.get("/healthz", include_in_schema=False)

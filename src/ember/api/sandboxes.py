@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from ember.control.sandboxes import SandboxState
 from ember.control.views import routes, sandbox_view, session_view
@@ -22,6 +22,10 @@ from .deps import Caller, Plane
 
 router = APIRouter()
 RESERVED_NAMES = frozenset({"sessions", "snapshots"})
+# Vercel's CLI creates and forks with the private `__interactive: true` and aborts unless the new
+# session reports an `interactivePort`. It never dials that port (its terminal goes through
+# POST .../interactive), so Ember answers such a request with this fixed, reserved number.
+INTERACTIVE_PORT = 65535
 
 
 def respond(control: Plane, state: SandboxState) -> SandboxResponse:
@@ -31,6 +35,12 @@ def respond(control: Plane, state: SandboxState) -> SandboxResponse:
         routes=routes(state.sandbox, control.settings),
         resumed=state.resumed or None,
     )
+
+
+def _interactive(response: SandboxResponse, raw_body: Any) -> SandboxResponse:
+    if isinstance(raw_body, dict) and raw_body.get("__interactive") is True and response.session:
+        response.session.interactive_port = INTERACTIVE_PORT
+    return response
 
 
 def _checked_name(name: str) -> str:
@@ -43,12 +53,13 @@ def _checked_name(name: str) -> str:
 @router.post("/v2/sandboxes", response_model=SandboxResponse)
 @router.post("/v3/sandboxes", response_model=SandboxResponse, include_in_schema=False)
 async def create_sandbox(
-    body: CreateSandboxRequest, control: Plane, caller: Caller
+    body: CreateSandboxRequest, request: Request, control: Plane, caller: Caller
 ) -> SandboxResponse:
     caller.check_scope(team_id=None, project=body.project_id)
     if body.name in RESERVED_NAMES:
         raise errors.InvalidNameError(f"{body.name!r} is reserved by the API's paths")
-    return respond(control, await control.sandboxes.create(caller, body))
+    state = await control.sandboxes.create(caller, body)
+    return _interactive(respond(control, state), await request.json())
 
 
 @router.get("/v2/sandboxes", response_model=SandboxList)
@@ -107,8 +118,9 @@ async def delete_sandbox(
 @router.post("/v2/sandboxes/{name}/fork", response_model=SandboxResponse)
 @router.post("/v3/sandboxes/{name}/fork", response_model=SandboxResponse, include_in_schema=False)
 async def fork_sandbox(
-    name: str, body: ForkSandboxRequest, control: Plane, caller: Caller
+    name: str, body: ForkSandboxRequest, request: Request, control: Plane, caller: Caller
 ) -> SandboxResponse:
     if body.name in RESERVED_NAMES:
         raise errors.InvalidNameError(f"{body.name!r} is reserved by the API's paths")
-    return respond(control, await control.sandboxes.fork(caller, _checked_name(name), body))
+    state = await control.sandboxes.fork(caller, _checked_name(name), body)
+    return _interactive(respond(control, state), await request.json())

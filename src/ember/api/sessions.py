@@ -140,12 +140,6 @@ async def network_policy(session_id: str, control: Plane, caller: Caller) -> Res
     )
 
 
-@router.post(SESSION + "/interactive")
-async def interactive(session_id: str, control: Plane, caller: Caller) -> Response:
-    await control.load_session(caller, session_id)
-    raise errors.NotImplementedYetError("interactive terminals arrive with Ember's SDK and CLI")
-
-
 # -- commands ------------------------------------------------------------------
 
 

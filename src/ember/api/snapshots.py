@@ -44,16 +44,17 @@ async def snapshot_tree(
     nodes, anchor = await control.snapshots.tree(
         caller, snapshot_id, limit=limit, sort_order=sort_order
     )
+    wire_nodes = [
+        SnapshotTreeNode(
+            snapshot=snapshot_view(node.snapshot),
+            siblings=[snapshot_view(s) for s in node.siblings],
+            count=str(node.count),
+        )
+        for node in nodes
+    ]
     return SnapshotTree(
-        snapshots=[
-            SnapshotTreeNode(
-                snapshot=snapshot_view(node.snapshot),
-                siblings=[snapshot_view(s) for s in node.siblings],
-                count=node.count,
-            )
-            for node in nodes
-        ],
-        anchor=snapshot_view(anchor),
+        snapshots=wire_nodes,
+        anchor=next((n for n in wire_nodes if n.snapshot.id == anchor.id), None),
         pagination=Pagination(count=len(nodes), next=None),
     )
 

@@ -48,6 +48,7 @@ from .sessions import Sessions
 from .settings import Settings
 from .snapshots import Snapshots
 from .states import ACTIVE, ENDED, raise_unless_running
+from .terminals import Terminals
 
 log = logging.getLogger("ember.control")
 
@@ -100,6 +101,7 @@ class ControlPlane:
         self.commands = Commands(self)
         self.files = Files(self)
         self.snapshots = Snapshots(self)
+        self.terminals = Terminals(self)
 
     # -- background work ----------------------------------------------------
 

@@ -60,6 +60,10 @@ def session_view(row: models.Session, sandbox_name: str | None = None) -> Sessio
     )
 
 
+def _session_status(sandbox_status: str) -> str:
+    return "stopped" if sandbox_status == "deleted" else sandbox_status
+
+
 def sandbox_view(
     row: models.Sandbox, session: models.Session | None, settings: Settings
 ) -> Sandbox:
@@ -83,7 +87,9 @@ def sandbox_view(
         expires_at=session.expires_at if running and session else None,
         current_session_id=row.current_session_id,
         current_snapshot_id=row.current_snapshot_id,
-        status=session.status if session else row.status,
+        # The official clients accept only session statuses here; a deleted sandbox
+        # (its sessions stopped and gone) reads as stopped.
+        status=session.status if session else _session_status(row.status),
         status_updated_at=row.status_updated_at,
         cwd=session.cwd if session else None,
         tags=row.tags,

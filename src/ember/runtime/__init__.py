@@ -3,7 +3,14 @@
 Imports nothing from wire, control or api; may import ember.agent.protocol.
 """
 
-from .agent_client import AgentClient, AgentError, AgentUnavailableError, ExitStatus, OutputChunk
+from .agent_client import (
+    AgentClient,
+    AgentError,
+    AgentUnavailableError,
+    ExitStatus,
+    OutputChunk,
+    Terminal,
+)
 from .base import (
     EmberRuntimeError,
     FrozenLayer,
@@ -33,4 +40,5 @@ __all__ = [
     "SessionSpec",
     "SessionStartError",
     "SessionStatus",
+    "Terminal",
 ]

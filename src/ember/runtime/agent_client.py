@@ -15,7 +15,14 @@ from typing import Any
 from ember.agent import protocol
 from ember.agent.protocol import AgentError
 
-__all__ = ["AgentClient", "AgentError", "AgentUnavailableError", "ExitStatus", "OutputChunk"]
+__all__ = [
+    "AgentClient",
+    "AgentError",
+    "AgentUnavailableError",
+    "ExitStatus",
+    "OutputChunk",
+    "Terminal",
+]
 
 
 CALL_TIMEOUT_S = 30.0
@@ -107,6 +114,41 @@ class _Conn:
                     )
                 )
         await self.send(protocol.encode_frame(protocol.END))
+
+
+class Terminal:
+    """A command on a pseudo-terminal in the session (see `AgentClient.terminal`)."""
+
+    def __init__(self, conn: _Conn, close: Any) -> None:
+        self._conn = conn
+        self._close = close
+        self.exit_code: int | None = None
+
+    async def write(self, data: bytes) -> None:
+        for start in range(0, len(data), protocol.MAX_FRAME_BYTES):
+            await self._conn.send(
+                protocol.encode_frame(protocol.DATA, data[start : start + protocol.MAX_FRAME_BYTES])
+            )
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._conn.send(protocol.encode_json({"resize": [cols, rows]}))
+
+    async def hang_up(self) -> None:
+        with contextlib.suppress(OSError):
+            await self._conn.send(protocol.encode_frame(protocol.END))
+
+    async def output(self) -> AsyncIterator[bytes]:
+        """Terminal output until the command ends; then `exit_code` is set."""
+        while True:
+            kind, payload = await self._conn.read_frame()
+            if kind == protocol.STDOUT:
+                yield payload
+            else:
+                self.exit_code = int(protocol.decode_json(payload)["exit_code"])
+                return
+
+    async def close(self) -> None:
+        await self._close()
 
 
 async def _follow(conn: _Conn) -> AsyncIterator[OutputChunk | ExitStatus]:
@@ -277,6 +319,44 @@ class AgentClient:
 
     async def rename(self, src: str, dst: str, *, cwd: str | None = None) -> None:
         await self.call("rename", src=src, dst=dst, cwd=cwd)
+
+    async def terminal(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str = "default",
+        cols: int = 80,
+        rows: int = 24,
+    ) -> Terminal:
+        """Start `argv` on a pseudo-terminal; the caller must `close()` the result."""
+        sock = connect_safely(self.socket_path)
+        reader, writer = await asyncio.open_unix_connection(
+            sock=sock, limit=2 * protocol.MAX_FRAME_BYTES
+        )
+        conn = _Conn(reader, writer)
+
+        async def close() -> None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+        try:
+            fields = {
+                "argv": list(argv),
+                "cwd": cwd,
+                "env": dict(env or {}),
+                "user": user,
+                "cols": cols,
+                "rows": rows,
+            }
+            await conn.send(protocol.encode_json({"op": "terminal", **fields}))
+            await conn.read_reply()
+        except BaseException:
+            await close()
+            raise
+        return Terminal(conn, close)
 
     async def sync(self) -> None:
         await self.call("sync")
