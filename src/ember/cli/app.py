@@ -13,11 +13,28 @@ from rich.console import Console
 from rich.table import Table
 
 from ember.image import ImageBuildError, ImageRecipe, ImageStore
+
+from .durations import parse_ms
+from .sandboxes import Connection
+from .sandboxes import register as register_sandbox_commands
 from ember.image.recipe import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR
 
 DEFAULT_DATA_DIR = Path("/var/lib/ember")
 
 app = typer.Typer(no_args_is_help=True, help="Ember: self-hosted, isolated Linux sandboxes.")
+
+
+@app.callback()
+def connection(
+    url: Annotated[str | None, typer.Option(envvar="EMBER_URL", help="emberd's URL.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="EMBER_TOKEN", help="API token.")] = None,
+) -> None:
+    """Sandbox commands find the server from --url/--token, EMBER_URL/EMBER_TOKEN, or the
+    client.json that `ember serve` writes."""
+    Connection.url, Connection.token = url, token
+
+
+register_sandbox_commands(app)
 image_app = typer.Typer(no_args_is_help=True, help="Build and list base images.")
 app.add_typer(image_app, name="image")
 console = Console(stderr=True)
@@ -145,7 +162,7 @@ def serve(
     )
     settings = Settings(
         data_dir=data_dir.resolve(),
-        max_timeout_ms=parse_duration_ms(max_timeout),
+        max_timeout_ms=parse_ms(max_timeout),
         public_domain=domain,
         public_port=port,
     )
@@ -188,15 +205,24 @@ def token_create(
         typer.echo(token)
 
 
-def parse_duration_ms(text: str) -> int:
-    """`30s`, `5m`, `2h`, `1d` or plain milliseconds."""
-    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    for suffix in ("ms", "s", "m", "h", "d"):
-        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
-            return int(text[: -len(suffix)]) * units[suffix]
-    if text.isdigit():
-        return int(text)
-    raise typer.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
+@app.command("doctor")
+def doctor(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What this host supports: runtimes, KVM or TCG, cgroups, nftables, free disk."""
+    from ember.cli.doctor import run_probes
+
+    probes = run_probes(str(data_dir))
+    if as_json:
+        typer.echo(json.dumps([{"name": p.name, "ok": p.ok, "detail": p.detail} for p in probes]))
+        return
+    table = Table("CHECK", "", "DETAIL", box=None)
+    for probe in probes:
+        table.add_row(
+            probe.name, "[green]ok[/green]" if probe.ok else "[yellow]no[/yellow]", probe.detail
+        )
+    Console().print(table)
 
 
 def main() -> None:

@@ -375,6 +375,10 @@ class AsyncSandbox:
         archive = _requests.archive(files, self.cwd)
         _core.check(await self._session_call(lambda sid: _requests.write(sid, archive)))
 
+    async def write_archive(self, archive: bytes, *, cwd: str = "/") -> None:
+        """Extract a tar stream (gzip, bzip2, xz or plain) into directory `cwd`."""
+        _core.check(await self._session_call(lambda sid: _requests.write(sid, archive, cwd)))
+
     async def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None if it does not exist."""
         response = await self._session_call(lambda sid: _requests.fs(sid, "read", {"path": path}))
@@ -392,6 +396,15 @@ class AsyncSandbox:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         return target.resolve()
+
+    async def interactive(self) -> tuple[str, str]:
+        """A WebSocket URL and one-time token for a terminal (reference §9.4 protocol)."""
+        response = await self._session_call(
+            lambda sid: _core.Call("POST", f"/v2/sandboxes/sessions/{sid}/interactive", json={})
+        )
+        _core.check(response)
+        body = response.json()
+        return str(body["url"]), str(body["token"])
 
     async def mk_dir(self, path: str, *, recursive: bool = False) -> None:
         body = {"path": path, "recursive": recursive}
@@ -466,8 +479,9 @@ class AsyncSandbox:
             if not cursor:
                 return
 
-    def snapshots(self) -> AsyncIterator[AsyncSnapshot]:
-        return AsyncSnapshot.list(sandbox=self.name, client=self._client)
+    async def snapshots(self) -> AsyncIterator[AsyncSnapshot]:
+        async for snapshot in AsyncSnapshot.list(sandbox=self.name, client=self._client):
+            yield snapshot
 
     async def __aenter__(self) -> AsyncSandbox:
         return self

@@ -139,10 +139,10 @@ def archive(files: Files, cwd: str) -> bytes:
     return tar_gz([(posixpath.join(cwd, path), content, mode) for path, content, mode in items])
 
 
-def write(session_id: str, data: bytes) -> Call:
+def write(session_id: str, data: bytes, cwd: str = "/") -> Call:
     return Call(
         "POST",
         f"/v2/sandboxes/sessions/{session_id}/fs/write",
         content=data,
-        headers={"content-type": "application/gzip", "x-cwd": "/"},
+        headers={"content-type": "application/gzip", "x-cwd": cwd},
     )

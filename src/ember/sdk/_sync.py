@@ -360,6 +360,10 @@ class Sandbox:
         archive = _requests.archive(files, self.cwd)
         _core.check(self._session_call(lambda sid: _requests.write(sid, archive)))
 
+    def write_archive(self, archive: bytes, *, cwd: str = "/") -> None:
+        """Extract a tar stream (gzip, bzip2, xz or plain) into directory `cwd`."""
+        _core.check(self._session_call(lambda sid: _requests.write(sid, archive, cwd)))
+
     def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None if it does not exist."""
         response = self._session_call(lambda sid: _requests.fs(sid, "read", {"path": path}))
@@ -377,6 +381,15 @@ class Sandbox:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         return target.resolve()
+
+    def interactive(self) -> tuple[str, str]:
+        """A WebSocket URL and one-time token for a terminal (reference §9.4 protocol)."""
+        response = self._session_call(
+            lambda sid: _core.Call("POST", f"/v2/sandboxes/sessions/{sid}/interactive", json={})
+        )
+        _core.check(response)
+        body = response.json()
+        return str(body["url"]), str(body["token"])
 
     def mk_dir(self, path: str, *, recursive: bool = False) -> None:
         body = {"path": path, "recursive": recursive}
@@ -450,7 +463,7 @@ class Sandbox:
                 return
 
     def snapshots(self) -> Iterator[Snapshot]:
-        return Snapshot.list(sandbox=self.name, client=self._client)
+        yield from Snapshot.list(sandbox=self.name, client=self._client)
 
     def __enter__(self) -> Sandbox:
         return self
