@@ -8,7 +8,7 @@ APT_PACKAGES := runc mmdebstrap uidmap e2fsprogs util-linux golang-github-contai
 EMBER_TEST_DATA_DIR ?= /var/lib/ember-test
 export EMBER_TEST_DATA_DIR
 
-.PHONY: setup system-packages venv image test test-unit lint typecheck bench clean
+.PHONY: setup system-packages venv compat-deps image test test-unit lint typecheck bench clean
 
 setup: system-packages venv
 
@@ -22,16 +22,25 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,compat]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Vercel's official JS SDK and CLI, pinned by tests/compat/js/package-lock.json.
+COMPAT_JS := tests/compat/js
+$(COMPAT_JS)/node_modules/.installed: $(COMPAT_JS)/package.json $(COMPAT_JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "compat-deps: npm (Node.js 20+) is needed"; exit 1; }
+	cd $(COMPAT_JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+compat-deps: $(COMPAT_JS)/node_modules/.installed
 
 # The base image for tests (cached by recipe hash: instant once built).
 image: setup
 	$(VENV)/bin/ember image build --data-dir $(EMBER_TEST_DATA_DIR)
 
-test: setup image
+test: setup image compat-deps
 	$(PY) -m pytest -m "integration or not integration" tests
 
 test-unit: venv
@@ -48,4 +57,4 @@ bench: setup image
 	$(PY) bench/run.py $(if $(QUICK),--quick) --data-dir $(EMBER_TEST_DATA_DIR)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist src/*.egg-info $(COMPAT_JS)/node_modules

@@ -202,7 +202,7 @@ def test_sessions_and_snapshots_of_a_sandbox(emberd: Emberd, api: httpx.Client) 
         assert [s["id"] for s in chain] == [snap1["id"], snap2["id"]]  # root first
         assert "parentId" not in chain[0]
         assert chain[1]["parentId"] == chain[0]["id"]
-        assert rooted["anchor"]["id"] == snap2["id"]
+        assert rooted["anchor"]["snapshot"]["id"] == snap2["id"]
         assert rooted["pagination"]["count"] == 2
         assert all(node["siblings"] == [] for node in rooted["snapshots"])
         # Descending (the default) walks from the anchor to the root.
@@ -213,7 +213,7 @@ def test_sessions_and_snapshots_of_a_sandbox(emberd: Emberd, api: httpx.Client) 
             assert walked["snapshots"][0]["snapshot"]["parentId"] == ids[1]
         root_tree = api.get(tree, params={"snapshotId": snap1["id"]}).json()
         assert [node["snapshot"]["id"] for node in root_tree["snapshots"]] == [snap1["id"]]
-        assert root_tree["anchor"]["id"] == snap1["id"]
+        assert root_tree["anchor"]["snapshot"]["id"] == snap1["id"]
     finally:
         delete_quietly(emberd, name)
 

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ember.image import ImageBuildError, ImageRecipe, ImageStore
+from ember.image.recipe import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR
 
 from .durations import parse_ms
 from .sandboxes import Connection
 from .sandboxes import register as register_sandbox_commands
-from ember.image.recipe import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR
 
 DEFAULT_DATA_DIR = Path("/var/lib/ember")
 

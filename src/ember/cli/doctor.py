@@ -84,7 +84,7 @@ def run_probes(data_dir: str) -> list[Probe]:
         Probe("seccomp profile", os.path.exists(PROFILE_PATH), PROFILE_PATH),
         Probe(
             "overlayfs",
-            "overlay" in open("/proc/filesystems", encoding="ascii").read(),
+            "overlay" in Path("/proc/filesystems").read_text(encoding="ascii"),
             "/proc/filesystems",
         ),
         probe_kvm(),

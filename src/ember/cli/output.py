@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import typer
-
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table

@@ -33,7 +33,7 @@ PortOpt = Annotated[
 
 
 class Connection:
-    """The server and token the commands use, from --url/--token, EMBER_URL/EMBER_TOKEN or client.json."""
+    """The server and token to use: --url/--token, EMBER_URL/EMBER_TOKEN, or client.json."""
 
     url: str | None = None
     token: str | None = None

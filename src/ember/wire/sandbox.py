@@ -49,11 +49,19 @@ class _SandboxOptions(RequestModel):
     keep_last_snapshots: KeepLastSnapshots | None = None
     region: str | None = None
     failover_regions: list[str] | None = None
+    mounts: dict[str, Any] | None = None  # drives; the Python SDK always sends {} on fork
 
     @field_validator("network_policy", mode="before")
     @classmethod
     def _policy(cls, value: Any) -> Any:
         return None if value is None else parse_network_policy(value)
+
+    @field_validator("mounts")
+    @classmethod
+    def _no_drives(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value:
+            raise ValueError("Ember has no drives: mounts must be empty")
+        return value
 
 
 class CreateSandboxRequest(_SandboxOptions):

@@ -36,12 +36,12 @@ class SnapshotList(ResponseModel):
 class SnapshotTreeNode(ResponseModel):
     snapshot: Snapshot
     siblings: list[Snapshot] = Field(default_factory=list)
-    count: int = 0
+    count: str = "0"  # a decimal string, as the official JS client's schema requires
 
 
 class SnapshotTree(ResponseModel):
     snapshots: list[SnapshotTreeNode]
-    anchor: Snapshot | None = None
+    anchor: SnapshotTreeNode | None = None  # the anchor's own node
     pagination: Pagination
 
 
