@@ -8,7 +8,9 @@ APT_PACKAGES := runc mmdebstrap uidmap e2fsprogs util-linux golang-github-contai
 EMBER_TEST_DATA_DIR ?= /var/lib/ember-test
 export EMBER_TEST_DATA_DIR
 
-.PHONY: setup system-packages venv compat-deps image test test-unit lint typecheck bench clean
+EMBER_DATA_DIR ?= /var/lib/ember
+
+.PHONY: setup system-packages venv compat-deps image test test-unit lint typecheck bench demo clean
 
 setup: system-packages venv
 
@@ -52,6 +54,12 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
+
+# The quickstart: the base image (cached), emberd on a free port, a sandbox used,
+# stopped and resumed through the SDK, emberd stopped again.
+demo: setup
+	$(VENV)/bin/ember image build --data-dir $(EMBER_DATA_DIR)
+	$(PY) examples/demo.py --data-dir $(EMBER_DATA_DIR)
 
 bench: setup image
 	$(PY) bench/run.py $(if $(QUICK),--quick) --data-dir $(EMBER_TEST_DATA_DIR)
