@@ -110,3 +110,26 @@ def test_a_crash_during_stop_keeps_the_filesystem(
         new_sid = resumed["session"]["id"]
         read = after.post(f"/v2/sandboxes/sessions/{new_sid}/fs/read", json={"path": "state.txt"})
         assert read.status_code == 200 and read.content == b"precious"
+
+
+def test_the_reaper_catches_up_after_a_restart(emberd: Emberd, api: httpx.Client) -> None:
+    created = create(api, timeout=2000)
+    sid = created["session"]["id"]
+    write_file(api, sid, "vercel/sandbox/kept.txt", b"kept")
+    emberd.kill()
+    time.sleep(3)  # the timeout passes while no emberd runs
+    emberd.start()
+    with emberd.client() as after:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            session = after.get(f"/v2/sandboxes/sessions/{sid}").json()["session"]
+            if session["status"] == "stopped":
+                break
+            time.sleep(0.1)
+        assert session["status"] == "stopped"
+        resumed = after.get(
+            f"/v2/sandboxes/{created['sandbox']['name']}", params={"resume": "true"}
+        )
+        new_sid = resumed.json()["session"]["id"]
+        read = after.post(f"/v2/sandboxes/sessions/{new_sid}/fs/read", json={"path": "kept.txt"})
+        assert read.content == b"kept"
