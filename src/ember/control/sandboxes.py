@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,7 @@ class Sandboxes:
         vcpus, memory = self._resources(request, self.plane.settings.default_vcpus, None)
         now = self.plane.clock()
 
-        def insert(db: DbSession) -> models.Sandbox:
+        def build(db: DbSession) -> models.Sandbox:
             snapshot_id = None
             image = image_id
             if request.source is not None:
@@ -155,25 +156,11 @@ class Sandboxes:
                 snapshot_expiration_ms=request.snapshot_expiration,
                 keep_last_snapshots=_keep_last(request),
                 current_snapshot_id=snapshot_id,
-                current_session_id=None,
-                status="pending",
-                status_updated_at=now,
-                created_at=now,
-                updated_at=now,
+                **_fresh(now),
             )
-            db.add(row)
-            try:
-                db.flush()
-            except IntegrityError:
-                raise errors.SandboxExistsError(
-                    f"a sandbox named {row.name!r} already exists in this project"
-                ) from None
             return row
 
-        row = await self.plane.db.run(insert)
-        async with self.plane.lock(row.id):
-            session = await self.plane.start_session(row.id)
-        return await self._reload(row.id, session)
+        return await self._add_and_start(build)
 
     async def fork(
         self, principal: Principal, source_name: str, request: ForkSandboxRequest
@@ -185,7 +172,7 @@ class Sandboxes:
         now = self.plane.clock()
         overrides = request.model_fields_set
 
-        def insert(db: DbSession) -> models.Sandbox:
+        def build(db: DbSession) -> models.Sandbox:
             row = models.Sandbox(
                 id=new_id("sbxn"),
                 project_id=principal.project_id,
@@ -208,14 +195,19 @@ class Sandboxes:
                 if "keep_last_snapshots" in overrides
                 else source.keep_last_snapshots,
                 current_snapshot_id=source.current_snapshot_id,
-                current_session_id=None,
-                status="pending",
-                status_updated_at=now,
-                created_at=now,
-                updated_at=now,
+                **_fresh(now),
             )
             if row.current_snapshot_id:
                 self._check_snapshot(db, principal, row.current_snapshot_id)
+            return row
+
+        return await self._add_and_start(build)
+
+    async def _add_and_start(self, build: Callable[[DbSession], models.Sandbox]) -> SandboxState:
+        """Store a new sandbox (its name must be free in the project) and start its first session."""
+
+        def insert(db: DbSession) -> models.Sandbox:
+            row = build(db)
             db.add(row)
             try:
                 db.flush()
@@ -383,6 +375,17 @@ class Sandboxes:
         self.plane.forget(state.sandbox.id)
         await self.plane.snapshots.collect_garbage()
         return SandboxState(row, None)
+
+
+def _fresh(now: int) -> dict[str, Any]:
+    """The fields every new sandbox starts with."""
+    return {
+        "current_session_id": None,
+        "status": "pending",
+        "status_updated_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _keep_last(request: Any) -> dict[str, Any] | None:
