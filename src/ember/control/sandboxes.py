@@ -204,7 +204,7 @@ class Sandboxes:
         return await self._add_and_start(build)
 
     async def _add_and_start(self, build: Callable[[DbSession], models.Sandbox]) -> SandboxState:
-        """Store a new sandbox (its name must be free in the project) and start its first session."""
+        """Store a new sandbox (its name must be free in the project); start its first session."""
 
         def insert(db: DbSession) -> models.Sandbox:
             row = build(db)
