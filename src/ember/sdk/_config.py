@@ -46,6 +46,11 @@ class Config:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
+            if not isinstance(data, dict):
+                raise EmberConfigError(f"{path}: expected a JSON object with url and token")
+            needed = [key for key, given in (("url", url), ("token", token)) if not given]
+            if absent := [key for key in needed if not isinstance(data.get(key), str)]:
+                raise EmberConfigError(f"{path}: no {' or '.join(absent)} in the file")
             return cls(
                 (url or data["url"]).rstrip("/"),
                 token or data["token"],

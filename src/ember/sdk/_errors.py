@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ember.wire.errors import EmberError, error_class
+from ember.wire.errors import EmberError, SnapshotGoneError, SnapshotNotFoundError, error_class
 
 
 class EmberApiError(EmberError):
@@ -54,6 +54,8 @@ def error_from_response(response: httpx.Response) -> EmberError:
     except (ValueError, KeyError, TypeError):
         message = f"HTTP {response.status_code}: {response.text[:200]}"
     cls = error_class(code)
+    if cls is SnapshotNotFoundError and response.status_code == 410:
+        cls = SnapshotGoneError  # the code is shared; the 410 says it was the sandbox's snapshot
     error: EmberError = (
         cls(message) if cls is not None else EmberApiError(code, message, response.status_code)
     )
