@@ -284,5 +284,5 @@ def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]
             proc_.wait(30)
         os.unlink(os.path.join(data_dir, "images"))
         cleanup_data_dir(data_dir)
-        if request.session.testsfailed == 0:
+        if request.session.testsfailed == 0 and os.path.exists(log_path):
             os.unlink(log_path)  # kept only to debug a failed run
