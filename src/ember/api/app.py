@@ -38,6 +38,9 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(terminals.router)
     app.include_router(sandboxes.router)
 
+    # `/health` too: the official clients probe https://<terminal host>/health before
+    # opening an interactive terminal's WebSocket.
+    @app.get("/health", include_in_schema=False)
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}

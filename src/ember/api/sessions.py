@@ -133,7 +133,8 @@ async def snapshot_session(
 
 @router.post(SESSION + "/network-policy")
 async def network_policy(session_id: str, control: Plane, caller: Caller) -> Response:
-    await control.load_session(caller, session_id)
+    session, _ = await control.load_session(caller, session_id)
+    raise_unless_running(session)  # an ended session is a 410, as for every session call
     raise errors.NotImplementedYetError(
         "live network policy changes arrive with Ember's networking; "
         "set networkPolicy with PATCH for now"
