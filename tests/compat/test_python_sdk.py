@@ -141,12 +141,6 @@ def test_processes_blocking_and_detached(client: SyncSandboxClient, names: list[
         assert killed.wait() == 128 + 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdin protocol differs: the SDK sends `attachStdin: true` and JSON "
-    "`{data: base64, offset, close}` chunks to .../stdin expecting `{command, bytesWritten}`; "
-    "emberd takes `stdin: true` and one raw body that it closes after",
-)
 def test_process_stdin(client: SyncSandboxClient, names: list[str]) -> None:
     name = unique_name("py-stdin")
     names.append(name)

@@ -317,3 +317,39 @@ def _token_for(emberd: Emberd, project: str) -> str:
         check=True,
     )
     return out.stdout.strip()
+
+
+def test_stdin_in_chunks_with_offsets(api: httpx.Client) -> None:
+    import base64
+
+    sid = create(api)["session"]["id"]
+    cmd = api.post(
+        f"/v2/sandboxes/sessions/{sid}/cmd", json={"command": "cat", "attachStdin": True}
+    ).json()["command"]
+    path = f"/v2/sandboxes/sessions/{sid}/cmd/{cmd['id']}/stdin"
+
+    def chunk(data: bytes, offset: int | None = None, close: bool = False) -> httpx.Response:
+        body: dict[str, object] = {"data": base64.b64encode(data).decode(), "close": close}
+        if offset is not None:
+            body["offset"] = offset
+        return api.post(path, json=body)
+
+    assert chunk(b"hello ").json()["bytesWritten"] == 6
+    # A retried chunk that overlaps what was written is applied once.
+    assert chunk(b"hello world", offset=0).json()["bytesWritten"] == 11
+    gap = chunk(b"!", offset=20)
+    assert gap.status_code == 409
+    assert chunk(b"", close=True).json()["bytesWritten"] == 11
+    done = api.get(f"/v2/sandboxes/sessions/{sid}/cmd/{cmd['id']}", params={"wait": "true"})
+    assert done.json()["command"]["exitCode"] == 0
+    logs = api.get(f"/v2/sandboxes/sessions/{sid}/cmd/{cmd['id']}/logs").text
+    assert "".join(json.loads(line)["data"] for line in logs.splitlines()) == "hello world"
+    closed = chunk(b"late")
+    assert closed.status_code == 400
+    assert closed.json()["error"]["code"] == "command_stdin_unavailable"
+    no_stdin = api.post(f"/v2/sandboxes/sessions/{sid}/cmd", json={"command": "true"}).json()
+    refused = api.post(
+        f"/v2/sandboxes/sessions/{sid}/cmd/{no_stdin['command']['id']}/stdin",
+        json={"data": "eA=="},
+    )
+    assert refused.status_code == 400

@@ -174,13 +174,16 @@ class Agent:
 
     def op_stdin(self, conn: Connection, request: dict[str, Any]) -> None:
         cmd_id = _field(request, "cmd_id", str)
-        self.commands.get(cmd_id)
+        close = bool(_field(request, "close", bool, default=True))
+        if self.commands.get(cmd_id).stdin_fd is None:
+            raise protocol.AgentError(protocol.BAD_REQUEST, f"command {cmd_id!r} has no open stdin")
         conn.send_json({"ok": True})
         total = 0
         while (data := conn.read_data()) is not None:
             self.commands.write_stdin(cmd_id, data)
             total += len(data)
-        self.commands.close_stdin(cmd_id)
+        if close:
+            self.commands.close_stdin(cmd_id)
         conn.send_json({"ok": True, "bytes": total})
 
     def op_write_tar(self, conn: Connection, request: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Annotated, TypeVar
 
@@ -13,7 +14,13 @@ from ember.control.states import raise_unless_running
 from ember.control.views import command_view, routes, sandbox_view, session_view, snapshot_view
 from ember.wire import errors
 from ember.wire.base import RequestModel
-from ember.wire.command import CommandList, CommandResponse, KillRequest, RunCommandRequest
+from ember.wire.command import (
+    CommandList,
+    CommandResponse,
+    KillRequest,
+    RunCommandRequest,
+    StdinRequest,
+)
 from ember.wire.common import Pagination
 from ember.wire.files import FileListResponse, FileStatResponse, file_stat
 from ember.wire.session import (
@@ -197,8 +204,21 @@ async def command_logs(
 async def command_stdin(
     session_id: str, cmd_id: str, request: Request, control: Plane, caller: Caller
 ) -> dict[str, int]:
-    written = await control.commands.write_stdin(caller, session_id, cmd_id, request.stream())
-    return {"bytes": written}
+    """Two forms. A JSON body is the official Python SDK's chunk `{data (base64),
+    offset?, close?}`, stdin stays open unless `close`. Any other body is
+    Ember's: the raw bytes, then stdin closes. Both answer the total written."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        chunk = await optional_body(request, StdinRequest)
+        try:
+            data = base64.b64decode(chunk.data, validate=True)
+        except ValueError:
+            raise errors.BadRequestError("stdin data must be base64") from None
+        written = await control.commands.write_stdin_chunk(
+            caller, session_id, cmd_id, data, chunk.offset, chunk.close
+        )
+    else:
+        written = await control.commands.write_stdin(caller, session_id, cmd_id, request.stream())
+    return {"bytesWritten": written, "bytes": written}
 
 
 # -- files ----------------------------------------------------------------------

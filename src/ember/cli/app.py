@@ -16,6 +16,7 @@ from ember.image import ImageBuildError, ImageRecipe, ImageStore
 from ember.image.recipe import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR
 
 from .durations import parse_ms
+from .output import fail
 from .sandboxes import Connection
 from .sandboxes import register as register_sandbox_commands
 
@@ -75,8 +76,7 @@ def image_build(
             try:
                 info = store.ensure(recipe, progress)
             except ImageBuildError as exc:
-                console.print(f"[red]error:[/red] {exc}", markup=True)
-                raise typer.Exit(1) from None
+                fail(str(exc))
     else:
         info = cached
     elapsed = time.monotonic() - started
@@ -192,6 +192,11 @@ def token_create(
     from ember.control import create_token
     from ember.daemon import open_database
 
+    if not (data_dir / "ember.db").is_file():  # a mistyped --data-dir would get a new database
+        fail(
+            f"no Ember database in {data_dir}: pass the --data-dir that `ember serve` uses, "
+            "or start it there first"
+        )
     database = open_database(data_dir)
     token, row = database.run_sync(lambda db: create_token(db, project))
     database.close()

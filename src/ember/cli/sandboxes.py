@@ -15,11 +15,12 @@ import typer
 from rich.progress import Progress
 
 from ember.sdk import Client, EmberError, Sandbox, Snapshot
+from ember.wire.common import NAME_PATTERN
 from ember.wire.errors import SandboxNotFoundError
 
 from . import terminal
 from .durations import human, parse_ms
-from .output import console, fail, print_json, print_table, stdout, when
+from .output import console, fail, note, print_json, print_table, shown, stdout, when
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
 EnvOpt = Annotated[
@@ -63,11 +64,23 @@ def key_values(items: list[str] | None, *, from_env: bool = False) -> dict[str, 
     return result
 
 
+def checked_name(name: str, what: str = "sandbox name") -> str:
+    """Names and ids go into URL paths: `a/b` or `..` must not reach another endpoint."""
+    if not NAME_PATTERN.fullmatch(name):
+        fail(f"{name!r} is not a valid {what} (letters, digits, '_' and '-')")
+    return name
+
+
 def sandbox_or_fail(name: str, *, resume: bool = False) -> Sandbox:
+    checked_name(name)
     try:
         return Sandbox.get(name, resume=resume, client=Connection.client())
     except SandboxNotFoundError:
         fail(f"no sandbox named {name!r}")
+
+
+def _snapshot(snapshot_id: str) -> Snapshot:
+    return Snapshot.get(checked_name(snapshot_id, "snapshot id"), client=Connection.client())
 
 
 def guarded(fn: Any) -> Any:
@@ -78,7 +91,8 @@ def guarded(fn: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except EmberError as exc:
-            fail(f"{exc.message} ({exc.code})")
+            code = getattr(exc, "api_code", exc.code)
+            fail(exc.message if code == EmberError.code else f"{exc.message} ({code})")
 
     return wrapper
 
@@ -238,9 +252,11 @@ def register(app: typer.Typer) -> None:
         """Create (or resume, with --name) a sandbox and run a command in it."""
         client = Connection.client()
         if name:
-            sandbox = Sandbox.get_or_create(name, client=client, persistent=not rm)
+            sandbox = Sandbox.get_or_create(checked_name(name), client=client, persistent=not rm)
         else:
             sandbox = Sandbox.create(client=client, persistent=not rm)
+            if not rm:  # else nothing would tell which sandbox is left behind
+                note(f"created sandbox {sandbox.name}")
         try:
             code = _run(sandbox, [command, *(args or [])], sudo, interactive, workdir, env, timeout)
         finally:
@@ -278,13 +294,16 @@ def register(app: typer.Typer) -> None:
         remote_src, remote_dst = _remote(src), _remote(dst)
         if bool(remote_src) == bool(remote_dst):
             fail("exactly one side must be remote, written NAME:PATH")
-        if remote_dst:
-            name, path = remote_dst
-            _upload(sandbox_or_fail(name, resume=True), Path(src), path)
-        else:
-            assert remote_src
-            name, path = remote_src
-            _download(sandbox_or_fail(name, resume=True), path, Path(dst))
+        try:
+            if remote_dst:
+                name, path = remote_dst
+                _upload(sandbox_or_fail(name, resume=True), Path(src), path)
+            else:
+                assert remote_src
+                name, path = remote_src
+                _download(sandbox_or_fail(name, resume=True), path, Path(dst))
+        except OSError as exc:
+            fail(f"{shown(exc.filename or '')}: {exc.strerror or exc}")
 
     @app.command("stop")
     @guarded
@@ -327,10 +346,15 @@ def register(app: typer.Typer) -> None:
         tags: TagOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """A new sandbox with the source's configuration and files."""
-        forked = sandbox_or_fail(source).fork(
-            name=name, env=key_values(env, from_env=True), tags=key_values(tags)
-        )
+        """A new sandbox with the source's configuration and the files of its current snapshot."""
+        original = sandbox_or_fail(source)
+        if original.status in ("running", "pending"):
+            note(
+                f"{source} is running: the fork starts from its last snapshot, without the "
+                f"changes since (`ember stop {source}` first to include them)",
+                "yellow",
+            )
+        forked = original.fork(name=name, env=key_values(env, from_env=True), tags=key_values(tags))
         print_json(forked.info) if as_json else stdout.print(forked.name)
 
     @app.command("snapshot")
@@ -359,7 +383,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """List snapshots."""
-        found = [s.model for s in Snapshot.list(sandbox=name, client=Connection.client())]
+        checked = checked_name(name) if name is not None else None
+        found = [s.model for s in Snapshot.list(sandbox=checked, client=Connection.client())]
         if as_json:
             print_json(found)
             return
@@ -385,14 +410,15 @@ def register(app: typer.Typer) -> None:
     @guarded
     def snapshots_get(snapshot_id: str) -> None:
         """Show one snapshot as JSON."""
-        print_json(Snapshot.get(snapshot_id, client=Connection.client()).model)
+        print_json(_snapshot(snapshot_id).model)
 
     @snapshots.command("tree")
     @guarded
     def snapshots_tree(name: str) -> None:
         """A sandbox's snapshots as parent/child lines, oldest first."""
+        listed = Snapshot.list(sandbox=checked_name(name), client=Connection.client())
         found = sorted(
-            (s.model for s in Snapshot.list(sandbox=name, client=Connection.client())),
+            (s.model for s in listed),
             key=lambda s: s.created_at,
         )
         depth: dict[str, int] = {}
@@ -407,7 +433,7 @@ def register(app: typer.Typer) -> None:
     def snapshots_rm(snapshot_ids: list[str]) -> None:
         """Delete snapshots."""
         for snapshot_id in snapshot_ids:
-            Snapshot.get(snapshot_id, client=Connection.client()).delete()
+            _snapshot(snapshot_id).delete()
             stdout.print(f"{snapshot_id}: deleted")
 
     @sessions.command("ls")
@@ -452,20 +478,21 @@ def register(app: typer.Typer) -> None:
             "current_snapshot_id",
             "region",
         ):
-            stdout.print(f"{key:<22} {getattr(info, key)}")
+            stdout.print(f"{key:<22} {_config_value(key, getattr(info, key))}", markup=False)
 
     def _config_setter(command: str, help_text: str, convert: Any, field: str) -> None:
         @config.command(command, help=help_text)
         @guarded
         def setter(name: str, value: str) -> None:
-            sandbox_or_fail(name).update(**{field: convert(value)})
-            stdout.print(f"{name}: {command} = {value}")
+            converted = convert(value)  # a bad value is a usage error before any request
+            sandbox_or_fail(name).update(**{field: converted})
+            stdout.print(f"{name}: {command} = {value}", markup=False)
 
-    _config_setter("vcpus", "Set vCPUs (next session).", float, "vcpus")
+    _config_setter("vcpus", "Set vCPUs (next session).", _number, "vcpus")
     _config_setter(
         "timeout", "Set the session timeout, e.g. 30m.", lambda v: parse_ms(v) / 1000, "timeout"
     )
-    _config_setter("persistent", "true or false.", lambda v: v.lower() == "true", "persistent")
+    _config_setter("persistent", "true or false.", _boolean, "persistent")
     _config_setter(
         "current-snapshot", "Roll back to a snapshot (next session).", str, "current_snapshot_id"
     )
@@ -481,15 +508,47 @@ def register(app: typer.Typer) -> None:
     def config_ports(name: str, ports: PortOpt = None) -> None:
         """Replace the exposed ports (none: clear them)."""
         sandbox_or_fail(name).update(ports=ports or [])
+        stdout.print(f"{name}: ports = {','.join(map(str, ports or [])) or '(none)'}")
 
     @config.command("tags")
     @guarded
     def config_tags(name: str, tags: TagOpt = None) -> None:
         """Replace the tags (none: clear them)."""
-        sandbox_or_fail(name).update(tags=key_values(tags) or {})
+        values = key_values(tags) or {}
+        sandbox_or_fail(name).update(tags=values)
+        shown_tags = ",".join(f"{k}={v}" for k, v in values.items()) or "(none)"
+        stdout.print(f"{name}: tags = {shown_tags}", markup=False)
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in value:
+        raise typer.BadParameter(f"{text!r} is not true or false")
+    return value[text.lower()]
+
+
+def _config_value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in ("timeout", "snapshot_expiration"):
+        return human(value) if value else "none"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json(exclude_none=True, by_alias=True))
+    return shown(value)
 
 
 def _run(
@@ -517,7 +576,7 @@ def _run(
     sys.stdout.flush()
     exit_code = finished.exit_code if finished.exit_code is not None else 1
     if exit_code == 137 and timeout:
-        console.print(f"[yellow]killed after {timeout}[/yellow]")
+        note(f"killed after {timeout}", "yellow")
     return exit_code
 
 
@@ -537,74 +596,137 @@ def _remote(spec: str) -> tuple[str, str] | None:
 
 
 def _upload(sandbox: Sandbox, local: Path, remote: str) -> None:
-    if not local.exists():
-        fail(f"{local} does not exist")
+    if not local.exists() and not local.is_symlink():
+        fail(f"{shown(local)} does not exist")
     base = remote if posixpath.isabs(remote) else posixpath.join(sandbox.cwd, remote)
     buffer = io.BytesIO()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"packing {local}", total=None)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("packing", total=None)
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
             tar.add(local, arcname=base.lstrip("/"), recursive=True)
         progress.update(task, description=f"uploading {len(buffer.getvalue()) >> 10} KiB")
         sandbox.write_archive(buffer.getvalue())
-    console.print(f"copied {local} to {sandbox.name}:{base}")
+    note(f"copied {shown(local)} to {sandbox.name}:{shown(base)}")
+
+
+# -- downloading: the sandbox is not trusted ------------------------------------------
+#
+# Whatever runs in a sandbox may have made its files, and with sudo even its agent, to
+# trick whoever copies them out. So a download builds every local path itself from
+# checked names, never writes through a symlink (one already here, or one the copy
+# made), recreates only relative links that stay inside the copy (checked by name and
+# again, after the copy, on the local disk), and takes permission bits but never
+# setuid, setgid or sticky bits.
 
 
 def _download(sandbox: Sandbox, remote: str, local: Path) -> None:
     kind = sandbox.fs.stat(remote)
-    if kind.type != "directory":
-        content = sandbox.read_file(remote)
-        if content is None:
-            fail(f"{sandbox.name}:{remote} does not exist")
-        target = local / posixpath.basename(remote) if local.is_dir() else local
-        _write_local(target, content, kind.mode & 0o777)
-        console.print(f"copied {sandbox.name}:{remote} to {target}")
+    if kind.type == "directory":
+        _download_tree(sandbox, kind.path, remote, local)
         return
+    if kind.type == "other":
+        fail(f"{sandbox.name}:{shown(remote)} is not a regular file or a directory")
+    content = sandbox.read_file(remote)
+    if content is None:
+        fail(f"{sandbox.name}:{shown(remote)} does not exist")
+    name = posixpath.basename(posixpath.normpath(remote))
+    target = local / name if local.is_dir() and _safe_name(name) else local
+    _write_local(target, content, kind.mode & 0o777)
+    note(f"copied {sandbox.name}:{shown(remote)} to {shown(target)}")
+
+
+def _safe_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _inside(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _download_tree(sandbox: Sandbox, root: str, remote: str, local: Path) -> None:
+    created: list[tuple[Path, int]] = []  # directories this copy made, and their modes
+    links: list[Path] = []
     count = 0
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"downloading {remote}", total=None)
-        for path, stat in _walk(sandbox, kind.path):
-            target = local / posixpath.relpath(path, kind.path)
-            if stat.type == "directory":
-                target.mkdir(parents=True, exist_ok=True)
-            elif stat.type == "symlink" and stat.link_target is not None:
-                # Links from a sandbox are hostile: keep only relative ones that stay in the copy.
-                resolved = posixpath.normpath(
-                    posixpath.join(posixpath.dirname(path), stat.link_target)
-                )
-                inside = not posixpath.isabs(stat.link_target) and (resolved + "/").startswith(
-                    kind.path + "/"
-                )
-                if not inside:
-                    console.print(f"[yellow]skipped link {path} -> {stat.link_target}[/yellow]")
+    root_mode = sandbox.fs.stat(root).mode & 0o777
+    if _make_dir(local, parents=True):
+        created.append((local, root_mode))
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("downloading", total=None)
+        pending = [(root, local)]
+        while pending:
+            remote_dir, local_dir = pending.pop()
+            for entry in sandbox.fs.listdir(remote_dir):
+                path = posixpath.join(remote_dir, entry.name)
+                if not _safe_name(entry.name):
+                    note(f"skipped {shown(entry.name)} in {shown(remote_dir)}: not a file name")
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.is_symlink() or target.exists():
-                    target.unlink()
-                target.symlink_to(stat.link_target)
-            elif stat.type == "file":
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _write_local(target, sandbox.read_file(path) or b"", stat.mode & 0o777)
-                count += 1
-                progress.update(task, description=f"downloaded {count} files")
-    console.print(f"copied {count} files from {sandbox.name}:{remote} to {local}")
+                target = local_dir / entry.name
+                if entry.type == "directory":
+                    if _make_dir(target):
+                        created.append((target, entry.mode & 0o777))
+                    pending.append((path, target))
+                elif entry.type == "symlink" and entry.link_target is not None:
+                    link = entry.link_target
+                    resolved = posixpath.normpath(posixpath.join(remote_dir, link))
+                    if posixpath.isabs(link) or "\0" in link or not _inside(resolved, root):
+                        note(f"skipped link {shown(path)} -> {shown(link)}", "yellow")
+                        continue
+                    _clear(target)
+                    target.symlink_to(link)
+                    links.append(target)
+                elif entry.type == "file":
+                    content = sandbox.read_file(path)
+                    if content is None:
+                        continue  # removed while we copied
+                    _write_local(target, content, entry.mode & 0o777)
+                    count += 1
+                    progress.update(task, description=f"downloaded {count} files")
+                else:
+                    note(f"skipped {shown(path)}: not a regular file", "yellow")
+    _drop_escaping_links(links, local)
+    for directory, mode in reversed(created):  # children first: a read-only parent is last
+        directory.chmod(mode)
+    note(f"copied {count} files from {sandbox.name}:{shown(remote)} to {shown(local)}")
+
+
+def _clear(target: Path) -> None:
+    """Remove a symlink or file standing where the copy puts something else."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+
+
+def _make_dir(target: Path, *, parents: bool = False) -> bool:
+    """A real directory at `target` (never a symlink's target); True if made here."""
+    if target.is_symlink() and not parents:
+        target.unlink()
+    if target.is_dir():
+        return False
+    target.mkdir(mode=0o700, parents=parents)
+    return True
+
+
+def _drop_escaping_links(links: list[Path], root: Path) -> None:
+    """Links the name check passed can still leave the copy through other links
+    (`d/up -> ..` and `x -> d/up/../../etc`): check them on the disk, until none is left."""
+    top = os.path.realpath(root)
+    remaining = list(links)
+    changed = True
+    while changed:
+        changed = False
+        for link in list(remaining):
+            if not _inside(os.path.realpath(link), top):
+                note(f"skipped link {shown(link)} -> {shown(os.readlink(link))}", "yellow")
+                link.unlink()
+                remaining.remove(link)
+                changed = True
 
 
 def _write_local(target: Path, data: bytes, mode: int) -> None:
     """Write a file without following a symlink that may already stand at `target`."""
     if target.is_symlink():
         target.unlink()
-    fd = os.open(
-        target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode or 0o644
-    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(target, flags, 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)
         f.write(data)
-
-
-def _walk(sandbox: Sandbox, root: str) -> Any:
-    yield root, sandbox.fs.stat(root)
-    for entry in sandbox.fs.listdir(root):
-        if entry.type == "directory":
-            yield from _walk(sandbox, entry.path)
-        else:
-            yield entry.path, entry

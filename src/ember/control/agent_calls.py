@@ -34,10 +34,11 @@ def agent_errors(
     *,
     not_found: type[errors.EmberError] | None = None,
 ) -> Iterator[None]:
-    """Map agent failures; an agent that stopped answering means the session died.
+    """Map agent failures; an agent that stopped answering may mean the session died.
 
-    The dead session is stopped in the background (keeping its filesystem)
-    and the caller gets 422 `sandbox_stopping`, so clients wait and resume.
+    The session is checked in the background and stopped (keeping its
+    filesystem) if its agent no longer answers; the caller gets 422
+    `sandbox_stopping`, so clients wait and resume.
     """
     try:
         yield
@@ -49,7 +50,7 @@ def agent_errors(
         )
         raise cls(exc.message) from exc
     except AgentUnavailableError as exc:
-        plane.spawn(plane.stop_session(session.id), f"stop-dead-{session.id}")
+        plane.spawn(plane.stop_if_dead(session.id), f"check-{session.id}")
         raise errors.SandboxStoppingError(
-            f"the session stopped answering ({exc}); it is being stopped"
+            f"the session stopped answering ({exc}); it is stopped if it does not recover"
         ) from exc

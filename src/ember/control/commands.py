@@ -52,6 +52,7 @@ class _TextStreams:
 class Commands:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self._stdin_written: dict[str, int] = {}  # bytes sent to each command's stdin
 
     async def _command(
         self, principal: Principal, session_id: str, cmd_id: str
@@ -86,6 +87,7 @@ class Commands:
             "env": {**sandbox.env, **request.env},
             "user": "root" if request.sudo else "default",
             "timeout_ms": request.timeout,
+            "stdin": request.stdin or request.attach_stdin,
         }
         return session, row, exec_args
 
@@ -104,9 +106,7 @@ class Commands:
         """Start a detached command; its exit code is recorded when it ends."""
         session, row, exec_args = await self._prepare(principal, session_id, request)
         with agent_errors(self.plane, session):
-            reply = await self.plane.agent(session).exec(
-                row.id, [row.name, *row.args], stdin=request.stdin, **exec_args
-            )
+            reply = await self.plane.agent(session).exec(row.id, [row.name, *row.args], **exec_args)
         await self._store(session, row, reply)
         self.plane.spawn(self._watch(session, row.id), f"watch-{row.id}")
         return row
@@ -251,10 +251,55 @@ class Commands:
     async def write_stdin(
         self, principal: Principal, session_id: str, cmd_id: str, body: AsyncIterable[bytes]
     ) -> int:
-        _, session = await self._command(principal, session_id, cmd_id)
+        """Ember's form: the whole body to stdin, then close it."""
+        session = await self._stdin_session(principal, session_id, cmd_id)
+        written = await self._to_stdin(session, cmd_id, body, close=True)
+        self._stdin_written[cmd_id] = self._stdin_written.get(cmd_id, 0) + written
+        return self._stdin_written[cmd_id]
+
+    async def write_stdin_chunk(
+        self,
+        principal: Principal,
+        session_id: str,
+        cmd_id: str,
+        data: bytes,
+        offset: int | None,
+        close: bool,
+    ) -> int:
+        """The official Python SDK's form: a chunk at `offset` (retries are idempotent)."""
+        session = await self._stdin_session(principal, session_id, cmd_id)
+        written = self._stdin_written.get(cmd_id, 0)
+        if offset is not None:
+            if offset > written:
+                raise errors.ConflictError(
+                    f"stdin offset {offset} is past the {written} bytes written"
+                )
+            data = data[written - offset :]
+        if data or close:
+
+            async def chunk() -> AsyncIterator[bytes]:
+                if data:
+                    yield data
+
+            written += await self._to_stdin(session, cmd_id, chunk(), close=close)
+            self._stdin_written[cmd_id] = written
+        return written
+
+    async def _stdin_session(
+        self, principal: Principal, session_id: str, cmd_id: str
+    ) -> models.Session:
+        await self._command(principal, session_id, cmd_id)
         session, _ = await self.plane.running_session(principal, session_id)
-        with agent_errors(self.plane, session, not_found=errors.CommandNotFoundError):
-            return await self.plane.agent(session).write_stdin(cmd_id, body)
+        return session
+
+    async def _to_stdin(
+        self, session: models.Session, cmd_id: str, chunks: AsyncIterable[bytes], *, close: bool
+    ) -> int:
+        try:
+            with agent_errors(self.plane, session, not_found=errors.CommandNotFoundError):
+                return await self.plane.agent(session).write_stdin(cmd_id, chunks, close=close)
+        except errors.BadRequestError as exc:
+            raise errors.CommandStdinUnavailableError(exc.message) from exc
 
 
 def _stream_error(error: errors.EmberError) -> dict[str, Any]:

@@ -546,6 +546,12 @@ class ControlPlane:
         await self.db.run(plan)
         return snapshot_id
 
+    async def stop_if_dead(self, session_id: str) -> None:
+        """Stop a session whose agent no longer answers (keeping its filesystem)."""
+        if not await self._answers(session_id):
+            log.warning("session %s: the agent does not answer; stopping it", session_id)
+            await self.stop_session(session_id)
+
     async def _answers(self, session_id: str) -> bool:
         try:
             info = await self.runtime.info(session_id)

@@ -48,7 +48,8 @@ def _start_options(
     cwd = start.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise errors.BadRequestError("start: cwd must be a string")
-    cols, rows = start.get("cols", 80), start.get("rows", 24)
+    # 0 (a client that could not tell its size) means the usual 80x24.
+    cols, rows = start.get("cols") or 80, start.get("rows") or 24
     if not all(
         isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 10_000 for n in (cols, rows)
     ):

@@ -106,6 +106,15 @@ class _Conn:
         await self.writer.drain()
 
     async def send_stream(self, chunks: AsyncIterable[bytes]) -> None:
+        """Send chunks as `D` frames, then `E`. If the agent stops reading (it
+        refused something midway), its reply, not the broken pipe, is the news."""
+        try:
+            await self._send_stream(chunks)
+        except (BrokenPipeError, ConnectionResetError):
+            await self.read_reply()
+            raise
+
+    async def _send_stream(self, chunks: AsyncIterable[bytes]) -> None:
         async for chunk in chunks:
             for start in range(0, len(chunk), protocol.MAX_FRAME_BYTES):
                 await self.send(
@@ -238,6 +247,7 @@ class AgentClient:
         env: Mapping[str, str] | None = None,
         user: str = "default",
         timeout_ms: int | None = None,
+        stdin: bool = False,
     ) -> AsyncGenerator[dict[str, Any] | OutputChunk | ExitStatus, None]:
         """Start a command and follow it on one connection: the exec reply, its output, its exit."""
         fields = {
@@ -247,6 +257,7 @@ class AgentClient:
             "env": dict(env or {}),
             "user": user,
             "timeout_ms": timeout_ms,
+            "stdin": stdin,
             "follow": True,
         }
         async with self._open("exec", fields) as conn:
@@ -274,9 +285,11 @@ class AgentClient:
     async def list_commands(self) -> list[dict[str, Any]]:
         return (await self.call("list"))["commands"]  # type: ignore[no-any-return]
 
-    async def write_stdin(self, cmd_id: str, chunks: AsyncIterable[bytes]) -> int:
-        """Write to a command's stdin and close it; returns the bytes written."""
-        async with self._open("stdin", {"cmd_id": cmd_id}) as conn:
+    async def write_stdin(
+        self, cmd_id: str, chunks: AsyncIterable[bytes], *, close: bool = True
+    ) -> int:
+        """Write to a command's stdin, then close it unless `close` is false; returns the bytes."""
+        async with self._open("stdin", {"cmd_id": cmd_id, "close": close}) as conn:
             await conn.read_reply()
             await conn.send_stream(chunks)
             return int((await conn.read_reply())["bytes"])

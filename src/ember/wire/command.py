@@ -40,7 +40,20 @@ class RunCommandRequest(RequestModel):
     wait: bool = False
     logs: bool = False
     timeout: PositiveMs | None = None
-    stdin: bool = False  # Ember extension: keep stdin open for POST .../stdin
+    stdin: bool = False  # Ember's name: keep stdin open for POST .../stdin
+    attach_stdin: bool = False  # the official Python SDK's name for the same
+
+
+class StdinRequest(RequestModel):
+    """The official Python SDK's stdin chunk: base64 `data` at byte `offset`, maybe `close`."""
+
+    data: str = ""
+    offset: Annotated[int, Field(ge=0)] | None = None
+    close: bool = False
+
+
+class StdinResponse(ResponseModel):
+    bytes_written: int
 
 
 class KillRequest(RequestModel):

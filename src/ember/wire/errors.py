@@ -4,7 +4,8 @@
     ├── BadRequestError             bad_request (and the specific 400s below)
     │   ├── InvalidNameError        invalid_name
     │   ├── InvalidPathError        invalid_path
-    │   └── InvalidCursorError      invalid_cursor
+    │   ├── InvalidCursorError      invalid_cursor
+    │   └── CommandStdinUnavailableError  command_stdin_unavailable
     ├── UnauthorizedError           unauthorized
     ├── ForbiddenError              forbidden
     ├── NotFoundError               not_found
@@ -141,6 +142,12 @@ class FilesystemError(EmberError):
     """The sandbox's filesystem refused an operation (disk full, wrong file type, ...)."""
 
     code = "filesystem_error"
+
+
+class CommandStdinUnavailableError(BadRequestError):
+    """The command was started without stdin, or its stdin is closed."""
+
+    code = "command_stdin_unavailable"
 
 
 class NotImplementedYetError(EmberError):
