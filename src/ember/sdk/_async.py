@@ -448,7 +448,9 @@ class AsyncSandbox:
 
     async def update(self, **options: Any) -> AsyncSandbox:
         response = await self._client.send(
-            _core.Call("PATCH", f"/v2/sandboxes/{self.name}", json=_requests.update_body(**options))
+            _core.Call(
+                "PATCH", _core.sandbox_path(self.name), json=_requests.update_body(**options)
+            )
         )
         self._state.update(_core.parse(response, SandboxResponse))
         return self
@@ -457,14 +459,14 @@ class AsyncSandbox:
         params = {"deleteOrphanSnapshots": "true" if delete_snapshots else None}
         _core.check(
             await self._client.send(
-                _core.Call("DELETE", f"/v2/sandboxes/{self.name}", params=params)
+                _core.Call("DELETE", _core.sandbox_path(self.name), params=params)
             )
         )
 
     async def fork(self, *, name: str | None = None, **options: Any) -> AsyncSandbox:
         body = _requests.update_body(**options) | _core.drop_none({"name": name})
         response = await self._client.send(
-            _core.Call("POST", f"/v2/sandboxes/{self.name}/fork", json=body)
+            _core.Call("POST", _core.sandbox_path(self.name, "/fork"), json=body)
         )
         return AsyncSandbox._from(_core.parse(response, SandboxResponse), self._client, False)
 
@@ -512,7 +514,7 @@ class AsyncSnapshot:
     @classmethod
     async def get(cls, snapshot_id: str, *, client: AsyncClient | None = None) -> AsyncSnapshot:
         client = client or default_client()
-        response = await client.send(_core.Call("GET", f"/v2/sandboxes/snapshots/{snapshot_id}"))
+        response = await client.send(_core.Call("GET", _core.snapshot_path(snapshot_id)))
         return cls(_core.parse(response, SnapshotResponse).snapshot, client)
 
     @classmethod
@@ -531,9 +533,7 @@ class AsyncSnapshot:
                 return
 
     async def delete(self) -> None:
-        response = await self._client.send(
-            _core.Call("DELETE", f"/v2/sandboxes/snapshots/{self.id}")
-        )
+        response = await self._client.send(_core.Call("DELETE", _core.snapshot_path(self.id)))
         self.model = _core.parse(response, SnapshotResponse).snapshot
 
     def __repr__(self) -> str:

@@ -21,8 +21,11 @@ import httpx
 from pydantic import BaseModel
 
 from ember.wire.command import Command, CommandResponse
+from ember.wire.common import NAME_PATTERN
 from ember.wire.errors import (
+    BadRequestError,
     EmberError,
+    InvalidNameError,
     SandboxSnapshottingError,
     SandboxStoppedError,
     SandboxStoppingError,
@@ -118,8 +121,21 @@ class SandboxState:
         self.routes = list(response.routes)
 
 
+def sandbox_path(name: str, suffix: str = "") -> str:
+    """`/v2/sandboxes/{name}`, refusing a name that would read as another path."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidNameError(f"{name!r} is not a sandbox name (1-128 of a-z A-Z 0-9 _ -)")
+    return f"/v2/sandboxes/{name}{suffix}"
+
+
+def snapshot_path(snapshot_id: str) -> str:
+    if not NAME_PATTERN.fullmatch(snapshot_id):
+        raise BadRequestError(f"{snapshot_id!r} is not a snapshot id")
+    return f"/v2/sandboxes/snapshots/{snapshot_id}"
+
+
 def get_sandbox(name: str, *, resume: bool = False) -> Call:
-    return Call("GET", f"/v2/sandboxes/{name}", params={"resume": "true" if resume else None})
+    return Call("GET", sandbox_path(name), params={"resume": "true" if resume else None})
 
 
 def resume_flow(state: SandboxState) -> Flow[None]:
@@ -175,7 +191,7 @@ def get_or_create_flow(
         return parse(response, SandboxResponse), False
     error = error_from_response(response)
     if response.status_code == 410 and error.code == "snapshot_not_found":
-        deleted = yield Call("DELETE", f"/v2/sandboxes/{name}")
+        deleted = yield Call("DELETE", sandbox_path(name))
         if deleted.status_code not in (200, 404):
             raise error_from_response(deleted)
     elif response.status_code != 404:

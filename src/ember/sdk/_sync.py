@@ -433,7 +433,9 @@ class Sandbox:
 
     def update(self, **options: Any) -> Sandbox:
         response = self._client.send(
-            _core.Call("PATCH", f"/v2/sandboxes/{self.name}", json=_requests.update_body(**options))
+            _core.Call(
+                "PATCH", _core.sandbox_path(self.name), json=_requests.update_body(**options)
+            )
         )
         self._state.update(_core.parse(response, SandboxResponse))
         return self
@@ -441,13 +443,13 @@ class Sandbox:
     def delete(self, *, delete_snapshots: bool = False) -> None:
         params = {"deleteOrphanSnapshots": "true" if delete_snapshots else None}
         _core.check(
-            self._client.send(_core.Call("DELETE", f"/v2/sandboxes/{self.name}", params=params))
+            self._client.send(_core.Call("DELETE", _core.sandbox_path(self.name), params=params))
         )
 
     def fork(self, *, name: str | None = None, **options: Any) -> Sandbox:
         body = _requests.update_body(**options) | _core.drop_none({"name": name})
         response = self._client.send(
-            _core.Call("POST", f"/v2/sandboxes/{self.name}/fork", json=body)
+            _core.Call("POST", _core.sandbox_path(self.name, "/fork"), json=body)
         )
         return Sandbox._from(_core.parse(response, SandboxResponse), self._client, False)
 
@@ -494,7 +496,7 @@ class Snapshot:
     @classmethod
     def get(cls, snapshot_id: str, *, client: Client | None = None) -> Snapshot:
         client = client or default_client()
-        response = client.send(_core.Call("GET", f"/v2/sandboxes/snapshots/{snapshot_id}"))
+        response = client.send(_core.Call("GET", _core.snapshot_path(snapshot_id)))
         return cls(_core.parse(response, SnapshotResponse).snapshot, client)
 
     @classmethod
@@ -513,7 +515,7 @@ class Snapshot:
                 return
 
     def delete(self) -> None:
-        response = self._client.send(_core.Call("DELETE", f"/v2/sandboxes/snapshots/{self.id}"))
+        response = self._client.send(_core.Call("DELETE", _core.snapshot_path(self.id)))
         self.model = _core.parse(response, SnapshotResponse).snapshot
 
     def __repr__(self) -> str:

@@ -378,3 +378,13 @@ def test_parse_and_check_raise_typed_errors(check: Callable[[httpx.Response], An
 def test_parse_reads_the_model() -> None:
     parsed = _core.parse(ok(sandbox_response("box", "sbx_7")), SandboxResponse)
     assert parsed.session is not None and parsed.session.id == "sbx_7"
+
+
+@pytest.mark.parametrize("name", ["snapshots/snap_x", "..", "a b", "", "x" * 129])
+def test_names_that_would_read_as_other_paths_are_refused(name: str) -> None:
+    from ember.wire.errors import BadRequestError, InvalidNameError
+
+    with pytest.raises(InvalidNameError):
+        _core.get_sandbox(name)
+    with pytest.raises(BadRequestError):
+        _core.snapshot_path(name)
