@@ -77,6 +77,12 @@ async def unique_host_process() -> tuple[asyncio.subprocess.Process, str]:
     """A host process with an argv nothing else has."""
     marker = f"{int.from_bytes(os.urandom(3), 'big') + 1_000_000}.5"
     process = await asyncio.create_subprocess_exec("sleep", marker)
+    # Until its exec completes, the child's cmdline may still read empty.
+    for _ in range(200):
+        with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+            if marker.encode() in f.read():
+                break
+        await asyncio.sleep(0.01)
     return process, marker
 
 
