@@ -160,6 +160,26 @@ class Terminal:
         await self._close()
 
 
+def _exec_fields(
+    cmd_id: str,
+    argv: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    user: str,
+    timeout_ms: int | None,
+    stdin: bool,
+) -> dict[str, Any]:
+    return {
+        "cmd_id": cmd_id,
+        "argv": list(argv),
+        "cwd": cwd,
+        "env": dict(env or {}),
+        "user": user,
+        "timeout_ms": timeout_ms,
+        "stdin": stdin,
+    }
+
+
 async def _follow(conn: _Conn) -> AsyncIterator[OutputChunk | ExitStatus]:
     while True:
         kind, payload = await conn.read_frame()
@@ -228,14 +248,7 @@ class AgentClient:
         stdin: bool = False,
     ) -> dict[str, Any]:
         return await self.call(
-            "exec",
-            cmd_id=cmd_id,
-            argv=list(argv),
-            cwd=cwd,
-            env=dict(env or {}),
-            user=user,
-            timeout_ms=timeout_ms,
-            stdin=stdin,
+            "exec", **_exec_fields(cmd_id, argv, cwd, env, user, timeout_ms, stdin)
         )
 
     async def run(
@@ -250,16 +263,7 @@ class AgentClient:
         stdin: bool = False,
     ) -> AsyncGenerator[dict[str, Any] | OutputChunk | ExitStatus, None]:
         """Start a command and follow it on one connection: the exec reply, its output, its exit."""
-        fields = {
-            "cmd_id": cmd_id,
-            "argv": list(argv),
-            "cwd": cwd,
-            "env": dict(env or {}),
-            "user": user,
-            "timeout_ms": timeout_ms,
-            "stdin": stdin,
-            "follow": True,
-        }
+        fields = _exec_fields(cmd_id, argv, cwd, env, user, timeout_ms, stdin) | {"follow": True}
         async with self._open("exec", fields) as conn:
             yield await conn.read_reply()
             async for item in _follow(conn):

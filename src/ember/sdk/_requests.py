@@ -37,25 +37,22 @@ def create_body(
     keep_last_snapshots: int | None = None,
 ) -> dict[str, Any]:
     """The body of `POST /v3/sandboxes`. Durations are seconds or timedeltas."""
-    return drop_none(
-        {
-            "name": name,
-            "image": image,
-            "source": {"type": "snapshot", "snapshotId": source_snapshot}
-            if source_snapshot
-            else None,
-            "ports": list(ports) if ports is not None else None,
-            "timeout": ms(timeout) if timeout is not None else None,
-            "resources": _resources(vcpus, memory_mib),
-            "env": dict(env) if env is not None else None,
-            "tags": dict(tags) if tags is not None else None,
-            "persistent": persistent,
-            "networkPolicy": _policy(network_policy),
-            "snapshotExpiration": ms(snapshot_expiration)
-            if snapshot_expiration is not None
-            else None,
-            "keepLastSnapshots": {"count": keep_last_snapshots} if keep_last_snapshots else None,
-        }
+    shared = update_body(
+        ports=ports,
+        timeout=timeout,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        env=env,
+        tags=tags,
+        persistent=persistent,
+        network_policy=network_policy,
+        snapshot_expiration=snapshot_expiration,
+    )
+    source = {"type": "snapshot", "snapshotId": source_snapshot} if source_snapshot else None
+    keep = {"count": keep_last_snapshots} if keep_last_snapshots else None
+    return (
+        drop_none({"name": name, "image": image, "source": source, "keepLastSnapshots": keep})
+        | shared
     )
 
 
