@@ -1,0 +1,78 @@
+"""A session's network namespace and the veth pair that joins it to the host (pyroute2)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .pool import Lease, NetworkError
+
+NETNS_PREFIX = "ember-"
+VETH_PREFIX = "ev"  # host side; the firewall matches "ev*"
+
+
+@dataclass(frozen=True)
+class SessionNetwork:
+    session_id: str
+    lease: Lease
+    netns: str
+    host_if: str
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+
+def host_interface(session_id: str) -> str:
+    """`ev` + 12 hex digits: unique per session, within the 15-character limit."""
+    return VETH_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
+def netns_name(session_id: str) -> str:
+    return NETNS_PREFIX + session_id
+
+
+def create_session_network(lease: Lease) -> SessionNetwork:
+    """A namespace with `lo` and `eth0` (the lease's sandbox address, routed via the host)."""
+    network = SessionNetwork(
+        lease.session_id, lease, netns_name(lease.session_id), host_interface(lease.session_id)
+    )
+    destroy_session_network(network)  # whatever a crash left under these names
+    try:
+        netns.create(network.netns)
+        with IPRoute() as ipr:
+            ipr.link(
+                "add",
+                ifname=network.host_if,
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": network.netns},
+            )
+            index = ipr.link_lookup(ifname=network.host_if)[0]
+            ipr.addr("add", index=index, address=str(lease.host_ip), prefixlen=30)
+            ipr.link("set", index=index, state="up")
+        with NetNS(network.netns) as ns:
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            eth = ns.link_lookup(ifname="eth0")[0]
+            ns.addr("add", index=eth, address=str(lease.sandbox_ip), prefixlen=30)
+            ns.link("set", index=eth, state="up")
+            ns.route("add", dst="0.0.0.0/0", gateway=str(lease.host_ip))
+    except (NetlinkError, OSError) as exc:
+        destroy_session_network(network)
+        raise NetworkError(f"session {lease.session_id}: cannot set up its network: {exc}") from exc
+    return network
+
+
+def destroy_session_network(network: SessionNetwork) -> None:
+    """Remove the veth pair and the namespace; missing pieces are fine."""
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=network.host_if):
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=index)
+    if os.path.exists(network.netns_path):
+        with contextlib.suppress(OSError):
+            netns.remove(network.netns)

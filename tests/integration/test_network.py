@@ -1,0 +1,218 @@
+"""Per-session networks: namespaces, NAT egress, isolation and CIDR policies.
+
+All traffic stays on this machine: an "upstream" network namespace made
+here plays the internet, at a TEST-NET-style address outside the ranges
+sessions may never reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ember.network import (
+    AddressPool,
+    Firewall,
+    NetworkPolicy,
+    SessionNetwork,
+    create_session_network,
+    destroy_session_network,
+)
+
+from ..conftest import DATA_DIR, RUN_PREFIX, require_host
+
+pytestmark = pytest.mark.integration
+
+SESSION_RANGE = "10.213.0.0/16"
+UPSTREAM_NET = "198.18.0"  # RFC 2544 benchmarking range: not private, not on the host
+UPSTREAM_IP = f"{UPSTREAM_NET}.1"
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+
+def curl(netns: str | None, url: str) -> str:
+    """The HTTP status, from inside a namespace (or the host); 000 when the connection failed."""
+    where = ["ip", "netns", "exec", netns] if netns else []
+    done = run(
+        *where, "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", url, check=False
+    )
+    return done.stdout.strip()
+
+
+def wait_for_server(netns: str | None, url: str) -> None:
+    for _ in range(200):
+        if curl(netns, url) == "200":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the test server at {url} did not come up")
+
+
+@dataclass
+class Upstream:
+    netns: str
+    host_if: str
+    server: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    require_host()
+    netns, host_if = f"{RUN_PREFIX}-up", f"{RUN_PREFIX}u"
+    run("ip", "netns", "add", netns)
+    server = None
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "up0", "netns", netns)
+        run("ip", "addr", "add", f"{UPSTREAM_NET}.2/24", "dev", host_if)
+        run("ip", "link", "set", host_if, "up")
+        for argv in (
+            ("ip", "addr", "add", f"{UPSTREAM_IP}/24", "dev", "up0"),
+            ("ip", "link", "set", "up0", "up"),
+            ("ip", "link", "set", "lo", "up"),
+            ("ip", "route", "add", "default", "via", f"{UPSTREAM_NET}.2"),
+        ):
+            run("ip", "netns", "exec", netns, *argv)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                UPSTREAM_IP,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_server(None, f"http://{UPSTREAM_IP}:8080/")
+        yield Upstream(netns, host_if, server)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        run("ip", "link", "del", host_if, check=False)
+        run("ip", "netns", "del", netns, check=False)
+
+
+@pytest.fixture(scope="module")
+def firewall(upstream: Upstream) -> Iterator[Firewall]:
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    fw = Firewall(SESSION_RANGE)
+    fw.install()
+    yield fw
+    fw.uninstall()
+
+
+@pytest.fixture
+def networks(firewall: Firewall) -> Iterator[list[SessionNetwork]]:
+    """Factory state: session networks a test makes, all removed afterwards."""
+    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}", SESSION_RANGE)
+    made: list[SessionNetwork] = []
+    yield made
+    for network in made:
+        firewall.remove(network.host_if)
+        destroy_session_network(network)
+        pool.release(network.session_id)
+    with contextlib.suppress(OSError):
+        (Path(DATA_DIR) / f"leases-{RUN_PREFIX}" / ".lock").unlink()
+        (Path(DATA_DIR) / f"leases-{RUN_PREFIX}").rmdir()
+
+
+def session_network(
+    networks: list[SessionNetwork], firewall: Firewall, policy: NetworkPolicy
+) -> SessionNetwork:
+    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}", SESSION_RANGE)
+    network = create_session_network(pool.lease(f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"))
+    networks.append(network)
+    firewall.apply(network.host_if, policy)
+    return network
+
+
+def test_allow_all_reaches_upstream_through_nat(networks, firewall, upstream: Upstream) -> None:
+    network = session_network(networks, firewall, NetworkPolicy("allow-all"))
+    assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "200"
+
+
+def test_deny_all_reaches_nothing_and_fails_fast(networks, firewall, upstream: Upstream) -> None:
+    network = session_network(networks, firewall, NetworkPolicy("deny-all"))
+    started = time.monotonic()
+    assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "000"
+    assert time.monotonic() - started < 4  # rejected, not dropped into a timeout
+
+
+def test_cidr_allow_and_deny_and_live_change(networks, firewall, upstream: Upstream) -> None:
+    network = session_network(
+        networks, firewall, NetworkPolicy("custom", allow_cidrs=(f"{UPSTREAM_NET}.0/24",))
+    )
+    assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "200"
+    firewall.apply(
+        network.host_if,
+        NetworkPolicy(
+            "custom", allow_cidrs=(f"{UPSTREAM_NET}.0/24",), deny_cidrs=(f"{UPSTREAM_IP}/32",)
+        ),
+    )
+    assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "000"  # deny wins, at once
+    firewall.apply(network.host_if, NetworkPolicy("custom", allow_cidrs=("203.0.113.0/24",)))
+    assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "000"
+
+
+def test_sessions_never_reach_the_host_each_other_or_metadata(
+    networks, firewall, upstream: Upstream
+) -> None:
+    first = session_network(networks, firewall, NetworkPolicy("allow-all"))
+    second = session_network(networks, firewall, NetworkPolicy("allow-all"))
+    # A server in the second session, reachable from its own namespace only.
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            second.netns,
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--bind",
+            str(second.lease.sandbox_ip),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_server(second.netns, f"http://{second.lease.sandbox_ip}:8081/")
+        targets = [
+            f"http://{second.lease.sandbox_ip}:8081/",  # another session
+            f"http://{first.lease.host_ip}:22/",  # the host, through the session's gateway
+            f"http://{UPSTREAM_NET}.2:8080/",  # the host's address on another network
+            "http://169.254.169.254/",  # metadata
+            "http://10.0.0.1/",  # a private network
+        ]
+        for url in targets:
+            assert curl(first.netns, url) == "000", url
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_nothing_is_left_behind(firewall: Firewall) -> None:
+    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}-gone", SESSION_RANGE)
+    network = create_session_network(pool.lease(f"{RUN_PREFIX}-gone"))
+    firewall.apply(network.host_if, NetworkPolicy("allow-all"))
+    firewall.remove(network.host_if)
+    destroy_session_network(network)
+    pool.release(network.session_id)
+    assert network.netns not in run("ip", "netns", "list").stdout
+    assert network.host_if not in run("ip", "-br", "link").stdout
+    assert f"s_{network.host_if}" not in run("nft", "list", "table", "inet", "ember").stdout
