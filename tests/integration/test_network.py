@@ -7,6 +7,7 @@ sessions may never reach.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import time
@@ -216,3 +217,54 @@ def test_nothing_is_left_behind(firewall: Firewall) -> None:
     assert network.netns not in run("ip", "netns", "list").stdout
     assert network.host_if not in run("ip", "-br", "link").stdout
     assert f"s_{network.host_if}" not in run("nft", "list", "table", "inet", "ember").stdout
+
+
+async def test_sessions_get_their_network_and_policy_changes_live(
+    upstream: Upstream, image
+) -> None:
+    from ember.network import NetworkManager
+    from ember.runtime import SessionSpec
+    from ember.runtime.container import ContainerRuntime, default_id_shift
+
+    from ..conftest import TestSession
+
+    # pyroute2's synchronous API runs its own event loop: keep it off ours.
+    network = await asyncio.to_thread(NetworkManager, Path(DATA_DIR))
+    runtime = ContainerRuntime(DATA_DIR, id_shift=default_id_shift(), pool_size=0, network=network)
+    session_id = f"{RUN_PREFIX}-net-{uuid.uuid4().hex[:6]}"
+    try:
+        await runtime.start(
+            SessionSpec(session_id, image.image_id, network_policy={"mode": "allow-all"})
+        )
+        session = TestSession(runtime, session_id)
+        fetch = [
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://{UPSTREAM_IP}:8080/",
+        ]
+        assert (await session.run(fetch)).stdout == b"200"
+        await runtime.set_network_policy(session_id, {"mode": "deny-all"})
+        assert (await session.run(fetch)).stdout == b"000"
+        await runtime.set_network_policy(
+            session_id, {"mode": "custom", "subnets": {"allow": [f"{UPSTREAM_NET}.0/24"]}}
+        )
+        assert (await session.run(fetch)).stdout == b"200"
+        assert (await session.run(["ip", "-br", "addr", "show", "eth0"])).exit_code == 0
+    finally:
+        if session_id in await runtime.sessions():
+            await runtime.discard(session_id)
+        network.firewall.uninstall()
+        runtime.close()
+    assert netns_name_of(session_id) not in run("ip", "netns", "list").stdout
+
+
+def netns_name_of(session_id: str) -> str:
+    from ember.network.links import netns_name
+
+    return netns_name(session_id)

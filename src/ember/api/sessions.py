@@ -23,6 +23,7 @@ from ember.wire.command import (
 )
 from ember.wire.common import Pagination
 from ember.wire.files import FileListResponse, FileStatResponse, file_stat
+from ember.wire.network import parse_network_policy
 from ember.wire.session import (
     ExtendTimeoutRequest,
     SessionList,
@@ -138,14 +139,16 @@ async def snapshot_session(
     )
 
 
-@router.post(SESSION + "/network-policy")
-async def network_policy(session_id: str, control: Plane, caller: Caller) -> Response:
-    session, _ = await control.load_session(caller, session_id)
-    raise_unless_running(session)  # an ended session is a 410, as for every session call
-    raise errors.NotImplementedYetError(
-        "live network policy changes arrive with Ember's networking; "
-        "set networkPolicy with PATCH for now"
-    )
+@router.post(SESSION + "/network-policy", response_model=SessionResponse)
+async def network_policy(
+    session_id: str, request: Request, control: Plane, caller: Caller
+) -> SessionResponse:
+    try:
+        policy = parse_network_policy(json.loads(await request.body() or b"{}"))
+    except (ValueError, ValidationError) as exc:
+        raise errors.BadRequestError(f"invalid network policy: {exc}") from None
+    session, sandbox = await control.set_network_policy(caller, session_id, policy)
+    return SessionResponse(session=session_view(session, sandbox.name))
 
 
 # -- commands ------------------------------------------------------------------

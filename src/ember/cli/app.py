@@ -147,6 +147,9 @@ def serve(
     ] = "24h",
     domain: Annotated[str, typer.Option(help="Domain of exposed ports' URLs.")] = "localhost",
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    network: Annotated[
+        bool, typer.Option(help="Give sessions networks (egress per policy); work in progress.")
+    ] = False,
 ) -> None:
     """Run emberd, the Ember server."""
     import logging
@@ -165,6 +168,7 @@ def serve(
         max_timeout_ms=parse_ms(max_timeout),
         public_domain=domain,
         public_port=port,
+        network=network,
     )
     with console.status("preparing the base image") as status:
         plane = build_plane(settings, lambda line: status.update(f"base image: {line[:100]}"))

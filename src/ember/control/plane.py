@@ -247,6 +247,7 @@ class ControlPlane:
                 vcpus=sandbox.vcpus, memory_mib=sandbox.memory, disk_mib=self.settings.disk_mib
             ),
             hostname=_hostname(sandbox.name),
+            network_policy=sandbox.network_policy,
         )
         try:
             info = await self.runtime.start(spec)
@@ -444,6 +445,30 @@ class ControlPlane:
                 box.status, box.status_updated_at = status, at
 
         await self.db.run(update)
+
+    async def set_network_policy(
+        self, principal: Principal, session_id: str, policy: dict[str, Any]
+    ) -> tuple[models.Session, models.Sandbox]:
+        """Change a running session's network policy (and its sandbox's) at once."""
+        session, _ = await self.running_session(principal, session_id)
+        try:
+            await self.runtime.set_network_policy(session_id, policy)
+        except EmberRuntimeError as exc:
+            raise errors.NotImplementedYetError(
+                f"{exc}; start emberd with --network for live policy changes"
+            ) from exc
+
+        def store(db: DbSession) -> tuple[models.Session, models.Sandbox]:
+            row = db.get(models.Session, session_id)
+            box = db.get(models.Sandbox, session.sandbox_id)
+            assert row is not None and box is not None
+            row.network_policy = box.network_policy = policy
+            row.updated_at = box.updated_at = self.clock()
+            return row, box
+
+        result = await self.db.run(store)
+        self._running.pop(session_id, None)
+        return result
 
     async def extend_timeout(
         self, principal: Principal, session_id: str, duration_ms: int

@@ -40,6 +40,7 @@ class Settings:
     image_aliases: tuple[str, ...] = field(default=DEFAULT_IMAGE_ALIASES)
     disk_mib: int = 10 * 1024
     snapshot_sweep_interval_s: float = 60.0
+    network: bool = False  # per-session networks (off: sessions have loopback only)
 
     @property
     def database_path(self) -> Path:

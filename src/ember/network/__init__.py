@@ -6,6 +6,7 @@ Imports nothing from wire, control or api.
 
 from .firewall import Firewall, NetworkPolicy
 from .links import SessionNetwork, create_session_network, destroy_session_network
+from .manager import NetworkManager
 from .pool import AddressPool, Lease, NetworkError
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Firewall",
     "Lease",
     "NetworkError",
+    "NetworkManager",
     "NetworkPolicy",
     "SessionNetwork",
     "create_session_network",

@@ -20,12 +20,12 @@ VETH_PREFIX = "ev"  # host side; the firewall matches "ev*"
 class SessionNetwork:
     session_id: str
     lease: Lease
-    netns: str
+    netns: str  # a name under /run/netns, or a /proc/<pid>/ns/net path
     host_if: str
 
     @property
     def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return self.netns if self.netns.startswith("/") else f"/run/netns/{self.netns}"
 
 
 def host_interface(session_id: str) -> str:
@@ -37,25 +37,27 @@ def netns_name(session_id: str) -> str:
     return NETNS_PREFIX + session_id
 
 
-def create_session_network(lease: Lease) -> SessionNetwork:
-    """A namespace with `lo` and `eth0` (the lease's sandbox address, routed via the host)."""
-    network = SessionNetwork(
-        lease.session_id, lease, netns_name(lease.session_id), host_interface(lease.session_id)
-    )
+def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwork:
+    """`lo` and `eth0` (the lease's sandbox address, routed via the host) in a namespace.
+
+    With `pid`, the namespace is that process's: a container's, made by runc
+    inside the session's user namespace (which mounting sysfs needs).
+    Without, a named namespace is made.
+    """
+    name = f"/proc/{pid}/ns/net" if pid else netns_name(lease.session_id)
+    network = SessionNetwork(lease.session_id, lease, name, host_interface(lease.session_id))
     destroy_session_network(network)  # whatever a crash left under these names
+    peer: dict[str, object] = {"ifname": "eth0"}
+    peer.update({"net_ns_pid": pid} if pid else {"net_ns_fd": name})
     try:
-        netns.create(network.netns)
+        if pid is None:
+            netns.create(name)
         with IPRoute() as ipr:
-            ipr.link(
-                "add",
-                ifname=network.host_if,
-                kind="veth",
-                peer={"ifname": "eth0", "net_ns_fd": network.netns},
-            )
+            ipr.link("add", ifname=network.host_if, kind="veth", peer=peer)
             index = ipr.link_lookup(ifname=network.host_if)[0]
             ipr.addr("add", index=index, address=str(lease.host_ip), prefixlen=30)
             ipr.link("set", index=index, state="up")
-        with NetNS(network.netns) as ns:
+        with NetNS(name) as ns:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             eth = ns.link_lookup(ifname="eth0")[0]
             ns.addr("add", index=eth, address=str(lease.sandbox_ip), prefixlen=30)
@@ -68,11 +70,11 @@ def create_session_network(lease: Lease) -> SessionNetwork:
 
 
 def destroy_session_network(network: SessionNetwork) -> None:
-    """Remove the veth pair and the namespace; missing pieces are fine."""
+    """Remove the veth pair and a named namespace; missing pieces are fine."""
     with IPRoute() as ipr:
         for index in ipr.link_lookup(ifname=network.host_if):
             with contextlib.suppress(NetlinkError):
                 ipr.link("del", index=index)
-    if os.path.exists(network.netns_path):
+    if not network.netns.startswith("/") and os.path.exists(network.netns_path):
         with contextlib.suppress(OSError):
             netns.remove(network.netns)

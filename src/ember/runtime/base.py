@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .agent_client import AgentClient
 
@@ -53,6 +53,7 @@ class SessionSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     hostname: str = "sandbox"
     netns_path: str | None = None  # join this network namespace instead of a new one
+    network_policy: Mapping[str, Any] | None = None  # stored policy shape; None: no network
 
 
 class SessionStatus(enum.StrEnum):
@@ -120,4 +121,8 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Release resources kept for future sessions; running sessions stay."""
+        ...
+
+    async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
+        """Change a running session's network policy; takes effect on the next connection."""
         ...

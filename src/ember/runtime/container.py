@@ -24,12 +24,14 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import ember.agent
 from ember.image import ImageStore
+from ember.network import NetworkManager
 from ember.snapshots import LayerStore
 
 from . import cgroups, disk, mounts, oci, proc, seccomp
@@ -89,11 +91,13 @@ class ContainerRuntime:
         seccomp_profile: str = seccomp.PROFILE_PATH,
         runc: str = "runc",
         pool_size: int = 2,
+        network: NetworkManager | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.sessions_dir = self.data_dir / "sessions"
         self.templates_dir = self.data_dir / "templates"
         self.id_shift = id_shift
+        self.network = network
         self._private_dir(self.data_dir)
         self._private_dir(self.sessions_dir)
         self._check_traversable(self.data_dir)
@@ -202,7 +206,7 @@ class ContainerRuntime:
                 bundle = sdir / "bundle"
                 bundle.mkdir()
                 (bundle / "config.json").write_text(json.dumps(config))
-                await self._run_container(sdir, spec.session_id)
+                await self._run_container(sdir, spec.session_id, self._network_hook(spec))
                 await self._wait_for_agent(sdir)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
@@ -288,43 +292,62 @@ class ContainerRuntime:
             )
         )
 
-    async def _run_container(self, sdir: Path, session_id: str) -> None:
+    def _network_hook(self, spec: SessionSpec) -> Callable[[int], Awaitable[None]] | None:
+        """What to do between `runc create` and `runc start`: give the session its network."""
+        network, policy = self.network, spec.network_policy
+        if network is None or policy is None or spec.netns_path:
+            return None
+
+        async def attach(pid: int) -> None:
+            await asyncio.to_thread(network.attach, spec.session_id, policy, pid)
+
+        return attach
+
+    async def _runc(self, sdir: Path, argv: list[str], listener: socket.socket) -> None:
+        with open(sdir / "agent.log", "ab") as log:
+            child = await asyncio.create_subprocess_exec(
+                self.runc,
+                *argv,
+                stdin=listener.fileno(),
+                stdout=log,
+                stderr=log,
+                env=dict(proc.BASE_ENV),
+            )
+            try:
+                await asyncio.wait_for(child.wait(), RUNC_TIMEOUT_S)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
+                raise
+        if child.returncode != 0:
+            raise proc.ProcessError(["runc", *argv], child.returncode, _tail(sdir / "agent.log"))
+
+    async def _run_container(
+        self, sdir: Path, session_id: str, before_start: Callable[[int], Awaitable[None]] | None
+    ) -> None:
+        """`runc run --detach`; or, with `before_start`, `runc create`, the hook, `runc start`.
+
+        A session's network namespace must be the one runc makes inside its
+        user namespace (sysfs cannot be mounted otherwise), so its network is
+        added between create and start.
+        """
         # The agent inherits the listening socket as its stdin: runc passes a
         # detached container's stdio through, which needs no fd juggling.
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(sdir / "agent.sock"))
             listener.listen(64)
-            with open(sdir / "agent.log", "ab") as log:
-                child = await asyncio.create_subprocess_exec(
-                    self.runc,
-                    "run",
-                    "--detach",
-                    "--bundle",
-                    str(sdir / "bundle"),
-                    "--pid-file",
-                    str(sdir / "runc.pid"),
-                    self.container_id(session_id),
-                    stdin=listener.fileno(),
-                    stdout=log,
-                    stderr=log,
-                    env=dict(proc.BASE_ENV),
-                )
-                try:
-                    await asyncio.wait_for(child.wait(), RUNC_TIMEOUT_S)
-                except BaseException:
-                    with contextlib.suppress(ProcessLookupError):
-                        child.kill()
-                    await child.wait()
-                    raise
+            cid = self.container_id(session_id)
+            bundle = ["--bundle", str(sdir / "bundle"), "--pid-file", str(sdir / "runc.pid")]
+            if before_start is None:
+                await self._runc(sdir, ["run", "--detach", *bundle, cid], listener)
+            else:
+                await self._runc(sdir, ["create", *bundle, cid], listener)
+                await before_start(int((sdir / "runc.pid").read_text()))
+                await self._runc(sdir, ["start", cid], listener)
         finally:
             listener.close()
-        if child.returncode != 0:
-            raise proc.ProcessError(
-                ["runc", "run", self.container_id(session_id)],
-                child.returncode,
-                _tail(sdir / "agent.log"),
-            )
         # Best effort: shield the agent from the OOM killer. Lowering the
         # score needs CAP_SYS_RESOURCE on the host (runc's own oomScoreAdj
         # fails inside a user namespace); the agent also raises its commands
@@ -366,6 +389,8 @@ class ContainerRuntime:
             )
         # A `runc run` interrupted half way leaves a cgroup runc has no record of.
         await asyncio.to_thread(cgroups.remove, self.cgroups_path(session_id))
+        if self.network is not None:
+            await asyncio.to_thread(self.network.detach, session_id)
         await asyncio.to_thread(mounts.unmount_below, str(sdir))
 
     async def stop(self, session_id: str) -> None:
@@ -470,6 +495,13 @@ class ContainerRuntime:
         upper = sdir / "upper"
         disk_used = disk.used_bytes(str(upper)) if mounts.is_mountpoint(str(upper)) else 0
         return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
+
+    async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
+        if self.network is None:
+            raise EmberRuntimeError("this runtime has no networking; sessions have loopback only")
+        if not await self._is_running(session_id):
+            raise SessionNotFoundError(f"session {session_id} is not running")
+        await asyncio.to_thread(self.network.apply, session_id, policy)
 
     def close(self) -> None:
         """Release what the runtime holds for future sessions (its disk pool).

@@ -80,5 +80,8 @@ class FakeRuntime:
     def close(self) -> None:
         pass
 
+    async def set_network_policy(self, session_id: str, policy: object) -> None:
+        raise SessionNotFoundError("the fake runtime has no networking")
+
     async def sessions(self) -> list[str]:
         return sorted({*self.running, *self.stopped})

@@ -1,0 +1,63 @@
+"""Networks for sessions, as the runtime uses them: attach, change policy, detach."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .firewall import Firewall, NetworkPolicy
+from .links import (
+    SessionNetwork,
+    create_session_network,
+    destroy_session_network,
+    host_interface,
+    netns_name,
+)
+from .pool import DEFAULT_RANGE, AddressPool
+
+log = logging.getLogger("ember.network")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def enable_forwarding() -> None:
+    if IP_FORWARD.read_text().strip() != "1":
+        IP_FORWARD.write_text("1")
+        log.info("enabled net.ipv4.ip_forward: sessions' traffic is routed through this host")
+
+
+class NetworkManager:
+    def __init__(self, data_dir: Path, session_range: str = DEFAULT_RANGE) -> None:
+        self.pool = AddressPool(data_dir / "network" / "leases", session_range)
+        self.firewall = Firewall(session_range)
+        enable_forwarding()
+        self.firewall.install()
+
+    def attach(self, session_id: str, policy: Mapping[str, Any] | None, pid: int) -> SessionNetwork:
+        """Give the process `pid` (a session's init) its network and policy."""
+        network = create_session_network(self.pool.lease(session_id), pid)
+        try:
+            self.firewall.apply(network.host_if, NetworkPolicy.from_stored(dict(policy or {})))
+        except BaseException:
+            self.detach(session_id)
+            raise
+        return network
+
+    def apply(self, session_id: str, policy: Mapping[str, Any] | None) -> None:
+        self.firewall.apply(
+            host_interface(session_id), NetworkPolicy.from_stored(dict(policy or {}))
+        )
+
+    def detach(self, session_id: str) -> None:
+        """Remove the session's network; idempotent, and fine for a session that never had one."""
+        leases = {lease.session_id: lease for lease in self.pool.leases()}
+        lease = leases.get(session_id)
+        self.firewall.remove(host_interface(session_id))
+        if lease is not None:
+            destroy_session_network(
+                SessionNetwork(
+                    session_id, lease, netns_name(session_id), host_interface(session_id)
+                )
+            )
+            self.pool.release(session_id)
