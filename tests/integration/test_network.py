@@ -8,7 +8,6 @@ sessions may never reach.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import time
 import uuid
@@ -116,27 +115,34 @@ def firewall(upstream: Upstream) -> Iterator[Firewall]:
     fw.uninstall()
 
 
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> AddressPool:
+    return AddressPool(tmp_path_factory.mktemp("leases"), SESSION_RANGE)
+
+
+@dataclass
+class Networks:
+    pool: AddressPool
+    firewall: Firewall
+    made: list[SessionNetwork]
+
+
 @pytest.fixture
-def networks(firewall: Firewall) -> Iterator[list[SessionNetwork]]:
-    """Factory state: session networks a test makes, all removed afterwards."""
-    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}", SESSION_RANGE)
-    made: list[SessionNetwork] = []
-    yield made
-    for network in made:
+def networks(firewall: Firewall, pool: AddressPool) -> Iterator[Networks]:
+    """Session networks a test makes, all removed afterwards."""
+    state = Networks(pool, firewall, [])
+    yield state
+    for network in state.made:
         firewall.remove(network.host_if)
         destroy_session_network(network)
         pool.release(network.session_id)
-    with contextlib.suppress(OSError):
-        (Path(DATA_DIR) / f"leases-{RUN_PREFIX}" / ".lock").unlink()
-        (Path(DATA_DIR) / f"leases-{RUN_PREFIX}").rmdir()
 
 
 def session_network(
-    networks: list[SessionNetwork], firewall: Firewall, policy: NetworkPolicy
+    networks: Networks, firewall: Firewall, policy: NetworkPolicy
 ) -> SessionNetwork:
-    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}", SESSION_RANGE)
-    network = create_session_network(pool.lease(f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"))
-    networks.append(network)
+    network = create_session_network(networks.pool.lease(f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"))
+    networks.made.append(network)
     firewall.apply(network.host_if, policy)
     return network
 
@@ -207,8 +213,7 @@ def test_sessions_never_reach_the_host_each_other_or_metadata(
         server.wait()
 
 
-def test_nothing_is_left_behind(firewall: Firewall) -> None:
-    pool = AddressPool(Path(DATA_DIR) / f"leases-{RUN_PREFIX}-gone", SESSION_RANGE)
+def test_nothing_is_left_behind(firewall: Firewall, pool: AddressPool) -> None:
     network = create_session_network(pool.lease(f"{RUN_PREFIX}-gone"))
     firewall.apply(network.host_if, NetworkPolicy("allow-all"))
     firewall.remove(network.host_if)
