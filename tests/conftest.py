@@ -173,6 +173,7 @@ class Emberd:
     process: subprocess.Popen[bytes]
     port: int
     log_path: str
+    extra_args: tuple[str, ...] = ()
 
     def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -187,7 +188,7 @@ class Emberd:
         self.process.wait(10)
 
     def start(self) -> None:
-        self.process = _spawn_emberd(self.data_dir, self.port, self.log_path)
+        self.process = _spawn_emberd(self.data_dir, self.port, self.log_path, self.extra_args)
         _wait_healthy(self.url, self.process, self.log_path)
 
 
@@ -197,7 +198,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _spawn_emberd(data_dir: str, port: int, log_path: str) -> subprocess.Popen[bytes]:
+def _spawn_emberd(
+    data_dir: str, port: int, log_path: str, extra_args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [
@@ -211,6 +214,7 @@ def _spawn_emberd(data_dir: str, port: int, log_path: str) -> subprocess.Popen[b
                 str(port),
                 "--log-level",
                 "info",
+                *extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -240,8 +244,13 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: str) -> 
 def cleanup_data_dir(data_dir: str) -> None:
     """Stop every session a test server left, with the product's own runtime code."""
     import asyncio
+    from pathlib import Path
 
-    runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0)
+    from ember.network import NetworkManager
+
+    networked = os.path.isdir(os.path.join(data_dir, "network"))
+    network = NetworkManager(Path(data_dir)) if networked else None
+    runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0, network=network)
 
     async def discard_all() -> None:
         for session_id in await runtime.sessions():
@@ -249,17 +258,20 @@ def cleanup_data_dir(data_dir: str) -> None:
 
     asyncio.run(discard_all())
     runtime.close()
+    if network is not None:
+        network.firewall.uninstall()
     mounts.remove_tree(data_dir)
 
 
-@pytest.fixture(scope="session")
-def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
-    data_dir = os.path.join(DATA_DIR, f"api-{RUN_PREFIX}")
+def _run_emberd(
+    request: pytest.FixtureRequest, name: str, extra_args: tuple[str, ...]
+) -> Iterator[Emberd]:
+    data_dir = os.path.join(DATA_DIR, f"{name}-{RUN_PREFIX}")
     os.makedirs(data_dir)
     os.symlink(os.path.join(DATA_DIR, "images"), os.path.join(data_dir, "images"))
     port = _free_port()
-    log_path = os.path.join(DATA_DIR, f"emberd-{RUN_PREFIX}.log")
-    process = _spawn_emberd(data_dir, port, log_path)
+    log_path = os.path.join(DATA_DIR, f"{name}-{RUN_PREFIX}.log")
+    process = _spawn_emberd(data_dir, port, log_path, extra_args)
     server = None
     try:
         url = f"http://127.0.0.1:{port}"
@@ -275,6 +287,7 @@ def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]
             process,
             port,
             log_path,
+            extra_args,
         )
         yield server
     finally:
@@ -286,3 +299,14 @@ def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]
         cleanup_data_dir(data_dir)
         if request.session.testsfailed == 0 and os.path.exists(log_path):
             os.unlink(log_path)  # kept only to debug a failed run
+
+
+@pytest.fixture(scope="session")
+def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
+    yield from _run_emberd(request, "api", ())
+
+
+@pytest.fixture(scope="session")
+def emberd_net(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
+    """An emberd whose sessions have networks (`ember serve --network`)."""
+    yield from _run_emberd(request, "net", ("--network",))

@@ -11,6 +11,7 @@ from ember import __version__
 from ember.control import ControlPlane
 
 from . import errors, sandboxes, sessions, snapshots, terminals
+from .ports import PortRouter
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
@@ -45,4 +46,6 @@ def create_app(plane: ControlPlane) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # Outermost: requests for a sandbox's exposed port never reach the API.
+    app.add_middleware(PortRouter, plane=plane, domain=plane.settings.public_domain)
     return app

@@ -446,6 +446,33 @@ class ControlPlane:
 
         await self.db.run(update)
 
+    async def route_target(self, sandbox_key: str, port: int) -> str:
+        """`host:port` of a sandbox's exposed port, for the router (routes are public: no token)."""
+
+        def find(db: DbSession) -> tuple[models.Sandbox, models.Session | None] | None:
+            box = db.get(models.Sandbox, f"sbxn_{sandbox_key}")
+            if box is None or port not in box.ports:
+                return None
+            session = (
+                db.get(models.Session, box.current_session_id) if box.current_session_id else None
+            )
+            return box, session
+
+        found = await self.db.run(find)
+        if found is None:
+            raise errors.NotFoundError("no sandbox exposes this route")
+        _, session = found
+        if session is None or session.status != "running":
+            raise errors.SandboxStoppedError(
+                "the sandbox is stopped; resume it to serve this route"
+            )
+        address = self.runtime.address(session.id)
+        if address is None:
+            raise errors.NotImplementedYetError(
+                "routes need networking: start emberd with --network"
+            )
+        return f"{address}:{port}"
+
     async def set_network_policy(
         self, principal: Principal, session_id: str, policy: dict[str, Any]
     ) -> tuple[models.Session, models.Sandbox]:

@@ -12,9 +12,12 @@ from ember.wire.snapshot import Snapshot
 
 from .settings import Settings
 
+ROUTE_PREFIX = "sb-"
+
 
 def route_subdomain(sandbox: models.Sandbox, port: int) -> str:
-    return f"{sandbox.name}-{port}".lower()
+    """`sb-<the sandbox id's random part>-<port>`: unique across projects, a valid DNS label."""
+    return f"{ROUTE_PREFIX}{sandbox.id.split('_', 1)[1]}-{port}"
 
 
 def routes(sandbox: models.Sandbox, settings: Settings) -> list[Route]:

@@ -49,6 +49,10 @@ class NetworkManager:
             host_interface(session_id), NetworkPolicy.from_stored(dict(policy or {}))
         )
 
+    def address(self, session_id: str) -> str | None:
+        lease = self.pool.find(session_id)
+        return str(lease.sandbox_ip) if lease is not None else None
+
     def detach(self, session_id: str) -> None:
         """Remove the session's network; idempotent, and fine for a session that never had one."""
         leases = {lease.session_id: lease for lease in self.pool.leases()}

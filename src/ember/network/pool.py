@@ -106,6 +106,14 @@ class AddressPool:
                     return lease
         raise NetworkError(f"no free addresses left in {self.range}")
 
+    def find(self, session_id: str) -> Lease | None:
+        """The session's lease, if it has one (a single file read: no lock needed)."""
+        try:
+            data = json.loads((self.root / f"{session_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return Lease(data["session_id"], ipaddress.IPv4Network(data["subnet"]))
+
     def release(self, session_id: str) -> None:
         with self._locked():
             (self.root / f"{session_id}.json").unlink(missing_ok=True)

@@ -123,6 +123,10 @@ class Runtime(Protocol):
         """Release resources kept for future sessions; running sessions stay."""
         ...
 
+    def address(self, session_id: str) -> str | None:
+        """The session's IP address, reachable from the host; None without networking."""
+        ...
+
     async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
         """Change a running session's network policy; takes effect on the next connection."""
         ...

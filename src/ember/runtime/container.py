@@ -496,6 +496,9 @@ class ContainerRuntime:
         disk_used = disk.used_bytes(str(upper)) if mounts.is_mountpoint(str(upper)) else 0
         return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
 
+    def address(self, session_id: str) -> str | None:
+        return self.network.address(session_id) if self.network is not None else None
+
     async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
         if self.network is None:
             raise EmberRuntimeError("this runtime has no networking; sessions have loopback only")

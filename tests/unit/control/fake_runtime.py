@@ -80,6 +80,9 @@ class FakeRuntime:
     def close(self) -> None:
         pass
 
+    def address(self, session_id: str) -> str | None:
+        return None
+
     async def set_network_policy(self, session_id: str, policy: object) -> None:
         raise SessionNotFoundError("the fake runtime has no networking")
 
