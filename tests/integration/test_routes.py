@@ -88,8 +88,14 @@ def test_http_through_a_route(emberd_net: Emberd, api: httpx.Client) -> None:
     unknown = get(emberd_net, "sb-" + "0" * 24 + "-8000")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
 
+    # The traffic shows in the session's usage, and in its sandbox's after the stop.
+    transfer = api.get(f"/v2/sandboxes/sessions/{sid}").json()["session"]["networkTransfer"]
+    assert transfer["ingress"] > 0 and transfer["egress"] > len("<h1>hello from the sandbox</h1>")
+
     # A stopped sandbox's route says so clearly.
-    assert api.post(f"/v2/sandboxes/sessions/{sid}/stop").status_code == 200
+    stop = api.post(f"/v2/sandboxes/sessions/{sid}/stop")
+    assert stop.status_code == 200
+    assert stop.json()["sandbox"]["totalEgressBytes"] >= transfer["egress"]
     stopped = get(emberd_net, route["subdomain"])
     assert stopped.status_code == 410 and stopped.json()["error"]["code"] == "sandbox_stopped"
 

@@ -403,10 +403,14 @@ class ControlPlane:
             if usage is not None:
                 session.active_cpu_ms = usage.cpu_ms
                 session.memory_peak_bytes = usage.memory_peak_bytes
+                session.ingress_bytes = usage.ingress_bytes
+                session.egress_bytes = usage.egress_bytes
             session.status, session.stopped_at, session.updated_at = "stopped", at, at
             if session.started_at:
                 box.total_duration_ms += at - session.started_at
             box.total_active_cpu_ms += session.active_cpu_ms
+            box.total_ingress_bytes += session.ingress_bytes
+            box.total_egress_bytes += session.egress_bytes
             if box.current_session_id == session_id:
                 box.status, box.status_updated_at = "stopped", at
             box.updated_at = at

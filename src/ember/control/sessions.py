@@ -39,6 +39,8 @@ class Sessions:
                 usage = await self.plane.runtime.usage(session_id)
                 session.active_cpu_ms = usage.cpu_ms
                 session.memory_peak_bytes = usage.memory_peak_bytes
+                session.ingress_bytes = usage.ingress_bytes
+                session.egress_bytes = usage.egress_bytes
         return session, sandbox
 
     async def query(

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pyroute2 import IPRoute
+
 from .firewall import Firewall, NetworkPolicy
 from .links import (
     SessionNetwork,
@@ -52,6 +54,19 @@ class NetworkManager:
     def address(self, session_id: str) -> str | None:
         lease = self.pool.find(session_id)
         return str(lease.sandbox_ip) if lease is not None else None
+
+    def transfer(self, session_id: str) -> tuple[int, int]:
+        """(ingress, egress) bytes of the session so far, from its veth's counters.
+
+        The host end receives what the session sends, so its rx is the
+        session's egress and its tx the session's ingress.
+        """
+        with IPRoute() as ipr:
+            links = ipr.get_links(ifname=host_interface(session_id))
+        if not links:
+            return 0, 0
+        stats = links[0].get_attr("IFLA_STATS64") or {}
+        return int(stats.get("tx_bytes", 0)), int(stats.get("rx_bytes", 0))
 
     def detach(self, session_id: str) -> None:
         """Remove the session's network; idempotent, and fine for a session that never had one."""

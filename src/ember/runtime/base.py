@@ -79,6 +79,8 @@ class ResourceUsage:
     memory_peak_bytes: int
     pids: int
     disk_used_bytes: int
+    ingress_bytes: int = 0  # into the session over its network
+    egress_bytes: int = 0  # out of it
 
 
 @dataclass(frozen=True)

@@ -494,7 +494,12 @@ class ContainerRuntime:
         cg = cgroups.read_usage(self.cgroups_path(session_id))
         upper = sdir / "upper"
         disk_used = disk.used_bytes(str(upper)) if mounts.is_mountpoint(str(upper)) else 0
-        return ResourceUsage(cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used)
+        ingress, egress = 0, 0
+        if self.network is not None:
+            ingress, egress = await asyncio.to_thread(self.network.transfer, session_id)
+        return ResourceUsage(
+            cg.cpu_ms, cg.memory_bytes, cg.memory_peak_bytes, cg.pids, disk_used, ingress, egress
+        )
 
     def address(self, session_id: str) -> str | None:
         return self.network.address(session_id) if self.network is not None else None
