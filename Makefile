@@ -32,7 +32,8 @@ venv: $(VENV)/.installed
 # Vercel's official JS SDK and CLI, pinned by tests/compat/js/package-lock.json.
 COMPAT_JS := tests/compat/js
 $(COMPAT_JS)/node_modules/.installed: $(COMPAT_JS)/package.json $(COMPAT_JS)/package-lock.json
-	@command -v npm >/dev/null || { echo "compat-deps: npm (Node.js 20+) is needed"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm not found: installing Debian's nodejs and npm (tests are run on Node.js 20)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
 	cd $(COMPAT_JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
