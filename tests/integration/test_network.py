@@ -224,6 +224,34 @@ def test_nothing_is_left_behind(firewall: Firewall, pool: AddressPool) -> None:
     assert f"s_{network.host_if}" not in run("nft", "list", "table", "inet", "ember").stdout
 
 
+def test_a_restarted_manager_restores_adopted_sessions_and_removes_the_rest(
+    firewall: Firewall, upstream: Upstream, tmp_path: Path
+) -> None:
+    """emberd rebuilds its table at start: adopted sessions get their chains
+    back, and whatever a crashed emberd left for other sessions goes."""
+    from ember.network import NetworkManager
+
+    before = NetworkManager(tmp_path)
+    kept, gone = (f"{RUN_PREFIX}-{name}-{uuid.uuid4().hex[:6]}" for name in ("kept", "gone"))
+    networks = [create_session_network(before.pool.lease(sid)) for sid in (kept, gone)]
+    for network in networks:
+        before.apply(network.session_id, {"mode": "allow-all"})
+    try:
+        after = NetworkManager(tmp_path)  # the next emberd, after a crash
+        assert curl(networks[0].netns, f"http://{UPSTREAM_IP}:8080/") == "000"  # no chain yet
+        after.restore({kept: {"mode": "allow-all"}})
+        assert curl(networks[0].netns, f"http://{UPSTREAM_IP}:8080/") == "200"
+        assert [lease.session_id for lease in after.pool.leases()] == [kept]
+        assert networks[1].host_if not in run("ip", "-br", "link").stdout
+        assert networks[1].netns not in run("ip", "netns", "list").stdout
+        assert f"s_{networks[1].host_if}" not in run("nft", "list", "table", "inet", "ember").stdout
+    finally:
+        for network in networks:
+            before.detach(network.session_id)
+        firewall.install()  # as the module's other tests expect it
+    assert networks[0].netns not in run("ip", "netns", "list").stdout
+
+
 async def test_sessions_get_their_network_and_policy_changes_live(
     upstream: Upstream, image
 ) -> None:

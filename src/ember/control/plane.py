@@ -569,9 +569,11 @@ class ControlPlane:
             )
         )
         known = {row.id for row in active}
+        adopted: dict[str, dict[str, Any]] = {}
         for row in active:
             if row.status == "running" and row.id in in_runtime and await self._answers(row.id):
                 log.info("adopted running session %s", row.id)
+                adopted[row.id] = dict(row.network_policy or {})
                 await self.commands.watch_unfinished(row.id)
                 continue
             log.info("finishing the interrupted stop of session %s (%s)", row.id, row.status)
@@ -589,6 +591,7 @@ class ControlPlane:
             if ended is None or ended.status in ENDED:
                 log.info("discarding orphaned session %s", orphan)
                 await self.runtime.discard(orphan)
+        await self.runtime.restore_networks(adopted)
         await self.snapshots.collect_garbage()
 
     async def _plan_snapshot_id(self, session_id: str) -> str:

@@ -51,6 +51,17 @@ class NetworkManager:
             host_interface(session_id), NetworkPolicy.from_stored(dict(policy or {}))
         )
 
+    def restore(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
+        """After a restart (which rebuilt the table): put the adopted sessions'
+        chains back and remove the networks of sessions that are gone."""
+        for lease in self.pool.leases():
+            policy = policies.get(lease.session_id)
+            if policy is None:
+                log.info("removing the network left by session %s", lease.session_id)
+                self.detach(lease.session_id)
+            else:
+                self.apply(lease.session_id, policy)
+
     def address(self, session_id: str) -> str | None:
         lease = self.pool.find(session_id)
         return str(lease.sandbox_ip) if lease is not None else None

@@ -132,3 +132,8 @@ class Runtime(Protocol):
     async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
         """Change a running session's network policy; takes effect on the next connection."""
         ...
+
+    async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
+        """After a restart: re-apply the policies of the adopted sessions (by id) and
+        remove every other network a crashed predecessor left behind."""
+        ...

@@ -511,6 +511,10 @@ class ContainerRuntime:
             raise SessionNotFoundError(f"session {session_id} is not running")
         await asyncio.to_thread(self.network.apply, session_id, policy)
 
+    async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
+        if self.network is not None:
+            await asyncio.to_thread(self.network.restore, policies)
+
     def close(self) -> None:
         """Release what the runtime holds for future sessions (its disk pool).
 
