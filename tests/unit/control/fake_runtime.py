@@ -86,5 +86,8 @@ class FakeRuntime:
     async def set_network_policy(self, session_id: str, policy: object) -> None:
         raise SessionNotFoundError("the fake runtime has no networking")
 
+    async def restore_networks(self, policies: object) -> None:
+        pass  # no networks to restore
+
     async def sessions(self) -> list[str]:
         return sorted({*self.running, *self.stopped})
