@@ -52,6 +52,7 @@ class HttpBench:
     client: httpx.AsyncClient | None = None
     names: list[str] = field(default_factory=list)
     server_dir: str = ""
+    extra_args: tuple[str, ...] = ()  # for `ember serve`
 
     async def open(self) -> None:
         self.server_dir = os.path.join(self.data_dir, f"{self.prefix}-emberd")
@@ -72,6 +73,7 @@ class HttpBench:
                     str(port),
                     "--log-level",
                     "warning",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

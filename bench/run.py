@@ -28,6 +28,9 @@ metric alike), and writes bench/results/latest.json:
                                    its first output
   fs_write_100mb / fs_read_100mb   POST fs/write (a gzip tar made beforehand)
                                    and fs/read of 100 MiB
+  net_attach, route_roundtrip,     networking, measured last and on its own:
+  direct_roundtrip, nat_throughput see bench/network.py
+  baseline_veth_throughput
 
 Every metric is warmed up once before sampling. Nothing here asserts on
 time. Everything created (sessions, runc containers, the temp bundle) is
@@ -64,6 +67,7 @@ from ember.runtime.container import ContainerRuntime, default_id_shift  # noqa: 
 from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
 from http_api import HttpBench, tar_gz  # noqa: E402
 from measure import latency, ratio, throughput  # noqa: E402
+from network import STREAM_BYTES, NetworkBench, RouteBench  # noqa: E402
 from phases import Phases  # noqa: E402
 from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
 
@@ -82,6 +86,12 @@ HTTP_ROUNDTRIP = "http_command_roundtrip"
 RESUME = "resume_10mb_to_first_output"
 FS_WRITE = "fs_write_100mb"
 FS_READ = "fs_read_100mb"
+NET_ATTACH = "net_attach"
+ROUTE = "route_roundtrip"
+DIRECT = "direct_roundtrip"
+NAT = "nat_throughput"
+VETH = "baseline_veth_throughput"
+PROXY = "proxy_throughput"
 HTTP_FILE = "ember-bench-http-100mb.bin"
 
 
@@ -96,6 +106,9 @@ class Plan:
     http_creates: int
     http_roundtrips: int
     resumes: int
+    net_attaches: int
+    route_roundtrips: int  # each way: through the route, and direct
+    streams: int  # each path: NAT, and the plain veth
 
 
 NORMAL = Plan(
@@ -108,6 +121,9 @@ NORMAL = Plan(
     http_creates=20,
     http_roundtrips=200,
     resumes=20,
+    net_attaches=30,
+    route_roundtrips=200,
+    streams=3,
 )
 QUICK = Plan(
     starts=5,
@@ -119,6 +135,9 @@ QUICK = Plan(
     http_creates=5,
     http_roundtrips=30,
     resumes=5,
+    net_attaches=5,
+    route_roundtrips=30,
+    streams=1,
 )
 
 
@@ -145,6 +164,8 @@ class Bench:
         self.http = HttpBench(data_dir, self.prefix)
         self.http_session = ""
         self.resume_name = ""
+        self.routes = RouteBench(data_dir, self.prefix)
+        self.net = NetworkBench(data_dir, self.prefix)
 
     # -- one sample of each latency metric, in ms -----------------------------
 
@@ -179,6 +200,8 @@ class Bench:
         finally:
             log("cleaning up")
             self.runc.close()  # first: it never awaits, so a pending cancellation cannot skip it
+            await asyncio.to_thread(self.net.close)
+            await asyncio.shield(self.routes.close())
             await asyncio.shield(self.http.close())
             errors = await self.sessions.close()
             await asyncio.to_thread(self.runtime.close)
@@ -223,6 +246,32 @@ class Bench:
         await self._http_transfers()
         await self.sessions.discard(self.roundtrip.session_id)
         await self._profile_start()
+        await self._network()
+
+    async def _network(self) -> None:
+        plan = self.plan
+        log("networking: route vs direct round trip through a networked emberd")
+        await self.routes.open()
+        for _ in range(plan.route_roundtrips + 1):  # interleaved; the first pair warms up
+            self.samples[ROUTE].append(await self.routes.route_ms())
+            self.samples[DIRECT].append(await self.routes.direct_ms())
+        for name in (ROUTE, DIRECT):
+            del self.samples[name][0]
+        await self.routes.close()
+        log(f"networking: attach x{plan.net_attaches}, NAT vs veth x{plan.streams} streams")
+        # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
+        await asyncio.to_thread(self._network_host_side)
+
+    def _network_host_side(self) -> None:
+        self.net.open()
+        self.net.attach_ms()  # warm-up
+        self.samples[NET_ATTACH] = [self.net.attach_ms() for _ in range(self.plan.net_attaches)]
+        netns = self.net.nat_network()
+        for i in range(self.plan.streams + 1):
+            nat_s, veth_s = self.net.stream_seconds(netns), self.net.stream_seconds(None)
+            if i:
+                self.transfer_seconds[NAT].append(nat_s)
+                self.transfer_seconds[VETH].append(veth_s)
 
     async def _http_transfers(self) -> None:
         archive = tar_gz(
@@ -262,16 +311,24 @@ class Bench:
     def results(self, meta: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
             name: latency(self.samples[name])
-            for name in (START, ROUNDTRIP, RUNC, SUBPROCESS, HTTP_CREATE, HTTP_ROUNDTRIP, RESUME)
-        }
+            for name in (
+                START, ROUNDTRIP, RUNC, SUBPROCESS, HTTP_CREATE, HTTP_ROUNDTRIP, RESUME,
+                NET_ATTACH, ROUTE, DIRECT,
+            )
+        }  # fmt: skip
         for name in (WRITE, READ):
             out[name] = throughput(TRANSFER_BYTES, self.transfer_seconds[name])
         for name in (FS_WRITE, FS_READ):
             out[name] = throughput(HTTP_TRANSFER_BYTES, self.transfer_seconds[name])
+        for name in (NAT, VETH):
+            out[name] = throughput(STREAM_BYTES, self.transfer_seconds[name])
+        out[PROXY] = {"value": None, "unit": "MB/s", "note": "the egress proxy is not built yet"}
         out["ratios"] = {
             "start_vs_runc": ratio(out[START], out[RUNC]),
             "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
             "http_roundtrip_vs_subprocess": ratio(out[HTTP_ROUNDTRIP], out[SUBPROCESS]),
+            "route_vs_direct": ratio(out[ROUTE], out[DIRECT]),
+            "nat_vs_veth_throughput": round(out[NAT]["value"] / out[VETH]["value"], 2),
         }
         out["start_phase_runtime_start"] = latency(self.start_only_ms)
         for name, samples in self.phases.items():
