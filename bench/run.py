@@ -48,6 +48,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -389,12 +390,18 @@ def main() -> int:
     async def run() -> None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def terminated() -> None:
+            log("SIGTERM: stopping")
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated)
         await bench.run()
 
     try:
         asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
+        traceback.print_exc()  # where it landed: a stray cancellation is a bug to find
         log("interrupted (cleanup ran, see above)")
         return 130
     meta["duration_s"] = round(time.monotonic() - started, 1)

@@ -8,9 +8,16 @@ import os
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .pool import Lease, NetworkError
+
+# pyroute2 forks a child per NetNS and ends it with SIGTERM. A forked child
+# shares its parent's signal wakeup fd (asyncio's add_signal_handler), so the
+# child's SIGTERM could reach the parent's event loop as the parent's own.
+# This makes the child reset SIGTERM to the default action first thing.
+pyroute2_config.disable_mp_signal = True
 
 NETNS_PREFIX = "ember-"
 VETH_PREFIX = "ev"  # host side; the firewall matches "ev*"
