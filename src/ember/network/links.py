@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, netns
 from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .pool import Lease, NetworkError
 
-# pyroute2 forks a child per NetNS and ends it with SIGTERM. A forked child
-# shares its parent's signal wakeup fd (asyncio's add_signal_handler), so the
-# child's SIGTERM could reach the parent's event loop as the parent's own.
+# pyroute2 forks a child for netns.create (and per NetNS) and ends it with
+# SIGTERM. A forked child shares its parent's signal wakeup fd (asyncio's
+# add_signal_handler), so the child's SIGTERM could reach the parent's event
+# loop as the parent's own.
 # This makes the child reset SIGTERM to the default action first thing.
 pyroute2_config.disable_mp_signal = True
 
@@ -44,6 +47,36 @@ def netns_name(session_id: str) -> str:
     return NETNS_PREFIX + session_id
 
 
+def inside_namespace(path: str, configure: Callable[[IPRoute], None]) -> None:
+    """Run `configure` with a netlink socket inside the network namespace at `path`.
+
+    pyroute2's NetNS forks a child per namespace (~7 ms of a 15 ms attach);
+    a netlink socket belongs to the namespace it was opened in, so instead a
+    short-lived thread joins the namespace (setns(2) moves only the calling
+    thread) and opens the socket there.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                netns.setns(fd, flags=0)  # this thread only
+            finally:
+                os.close(fd)
+            with IPRoute() as ns:
+                configure(ns)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    # The thread ends inside the namespace: it is never reused for anything else.
+    thread = threading.Thread(target=run, name="ember-netns")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwork:
     """`lo` and `eth0` (the lease's sandbox address, routed via the host) in a namespace.
 
@@ -64,12 +97,15 @@ def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwo
             index = ipr.link_lookup(ifname=network.host_if)[0]
             ipr.addr("add", index=index, address=str(lease.host_ip), prefixlen=30)
             ipr.link("set", index=index, state="up")
-        with NetNS(name) as ns:
+
+        def configure(ns: IPRoute) -> None:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             eth = ns.link_lookup(ifname="eth0")[0]
             ns.addr("add", index=eth, address=str(lease.sandbox_ip), prefixlen=30)
             ns.link("set", index=eth, state="up")
             ns.route("add", dst="0.0.0.0/0", gateway=str(lease.host_ip))
+
+        inside_namespace(network.netns_path, configure)
     except (NetlinkError, OSError) as exc:
         destroy_session_network(network)
         raise NetworkError(f"session {lease.session_id}: cannot set up its network: {exc}") from exc
