@@ -50,7 +50,7 @@ def netns_name(session_id: str) -> str:
 def inside_namespace(path: str, configure: Callable[[IPRoute], None]) -> None:
     """Run `configure` with a netlink socket inside the network namespace at `path`.
 
-    pyroute2's NetNS forks a child per namespace (~7 ms of a 15 ms attach);
+    pyroute2's NetNS forks a child per namespace (~7 ms of every attach);
     a netlink socket belongs to the namespace it was opened in, so instead a
     short-lived thread joins the namespace (setns(2) moves only the calling
     thread) and opens the socket there.
