@@ -81,8 +81,7 @@ class NetworkManager:
 
     def detach(self, session_id: str) -> None:
         """Remove the session's network; idempotent, and fine for a session that never had one."""
-        leases = {lease.session_id: lease for lease in self.pool.leases()}
-        lease = leases.get(session_id)
+        lease = self.pool.find(session_id)
         self.firewall.remove(host_interface(session_id))
         if lease is not None:
             destroy_session_network(
