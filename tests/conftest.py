@@ -26,6 +26,8 @@ from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, Sessi
 from ember.runtime.container import ContainerRuntime, default_id_shift
 from ember.runtime.mounts import mounts_below
 
+from .netlab import UPSTREAM_IP, Upstream, upstream_namespace
+
 RUN_PREFIX = f"t{uuid.uuid4().hex[:6]}"
 DATA_DIR = os.environ.get("EMBER_TEST_DATA_DIR", "/var/lib/ember-test")
 
@@ -247,9 +249,10 @@ def cleanup_data_dir(data_dir: str) -> None:
     from pathlib import Path
 
     from ember.network import NetworkManager
+    from ember.network.manager import uninstall_if_unclaimed
 
     networked = os.path.isdir(os.path.join(data_dir, "network"))
-    network = NetworkManager(Path(data_dir)) if networked else None
+    network = NetworkManager(Path(data_dir), manage_host=False) if networked else None
     runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0, network=network)
 
     async def discard_all() -> None:
@@ -259,7 +262,7 @@ def cleanup_data_dir(data_dir: str) -> None:
     asyncio.run(discard_all())
     runtime.close()
     if network is not None:
-        network.firewall.uninstall()
+        uninstall_if_unclaimed()  # the table stays while another emberd runs
     mounts.remove_tree(data_dir)
 
 
@@ -303,10 +306,26 @@ def _run_emberd(
 
 @pytest.fixture(scope="session")
 def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
-    yield from _run_emberd(request, "api", ())
+    """The shared emberd; its sessions have loopback only (networking is one
+    emberd's per host, and the network tests start and stop their own)."""
+    yield from _run_emberd(request, "api", ("--no-network",))
 
 
 @pytest.fixture(scope="session")
-def emberd_net(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]:
-    """An emberd whose sessions have networks (`ember serve --network`)."""
-    yield from _run_emberd(request, "net", ("--network",))
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """The fake internet (tests/netlab.py)."""
+    require_host()
+    with upstream_namespace(RUN_PREFIX, tmp_path_factory.mktemp("upstream")) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def emberd_net(
+    image: ImageInfo, upstream: Upstream, request: pytest.FixtureRequest
+) -> Iterator[Emberd]:
+    """An emberd whose sessions have networks, resolving names with the
+    upstream's DNS server and trusting its HTTPS CA. Per module: only one
+    networked emberd may run on a host, and the low-level network tests need
+    the host to themselves."""
+    args = ("--network", "--dns-server", UPSTREAM_IP, "--upstream-ca", str(upstream.ca_path))
+    yield from _run_emberd(request, f"net{uuid.uuid4().hex[:4]}", args)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session as DbSession
 from ember.control import ControlPlane, Settings, create_token, ensure_project, has_tokens
 from ember.control.auth import DEFAULT_PROJECT
 from ember.image import ImageRecipe, ImageStore
-from ember.network import NetworkManager
+from ember.network import EgressSettings, NetworkManager
 from ember.runtime.container import ContainerRuntime, default_id_shift
 from ember.snapshots import LayerStore
 from ember.store import Database, models
@@ -48,7 +48,14 @@ def build_plane(
     shift = default_id_shift()
     image = ImageStore(settings.data_dir).ensure(ImageRecipe().with_id_shift(shift), on_progress)
     layers = LayerStore(settings.data_dir)
-    network = NetworkManager(settings.data_dir) if settings.network else None
+    network = (
+        NetworkManager(
+            settings.data_dir,
+            egress=EgressSettings(settings.dns_servers, settings.upstream_ca),
+        )
+        if settings.network
+        else None
+    )
     runtime = ContainerRuntime(settings.data_dir, layers=layers, id_shift=shift, network=network)
     return ControlPlane(settings, database, runtime, layers, image.image_id)
 

@@ -26,17 +26,12 @@ from ember.network import (
     destroy_session_network,
 )
 
-from ..conftest import DATA_DIR, RUN_PREFIX, require_host
+from ..conftest import DATA_DIR, RUN_PREFIX
+from ..netlab import UPSTREAM_IP, UPSTREAM_NET, Upstream, run
 
 pytestmark = pytest.mark.integration
 
 SESSION_RANGE = "10.213.0.0/16"
-UPSTREAM_NET = "198.18.0"  # RFC 2544 benchmarking range: not private, not on the host
-UPSTREAM_IP = f"{UPSTREAM_NET}.1"
-
-
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
 
 
 def curl(netns: str | None, url: str) -> str:
@@ -54,56 +49,6 @@ def wait_for_server(netns: str | None, url: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"the test server at {url} did not come up")
-
-
-@dataclass
-class Upstream:
-    netns: str
-    host_if: str
-    server: subprocess.Popen[bytes]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    require_host()
-    netns, host_if = f"{RUN_PREFIX}-up", f"{RUN_PREFIX}u"
-    run("ip", "netns", "add", netns)
-    server = None
-    try:
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "up0", "netns", netns)
-        run("ip", "addr", "add", f"{UPSTREAM_NET}.2/24", "dev", host_if)
-        run("ip", "link", "set", host_if, "up")
-        for argv in (
-            ("ip", "addr", "add", f"{UPSTREAM_IP}/24", "dev", "up0"),
-            ("ip", "link", "set", "up0", "up"),
-            ("ip", "link", "set", "lo", "up"),
-            ("ip", "route", "add", "default", "via", f"{UPSTREAM_NET}.2"),
-        ):
-            run("ip", "netns", "exec", netns, *argv)
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                UPSTREAM_IP,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_server(None, f"http://{UPSTREAM_IP}:8080/")
-        yield Upstream(netns, host_if, server)
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        run("ip", "link", "del", host_if, check=False)
-        run("ip", "netns", "del", netns, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +176,13 @@ def test_a_restarted_manager_restores_adopted_sessions_and_removes_the_rest(
     back, and whatever a crashed emberd left for other sessions goes."""
     from ember.network import NetworkManager
 
-    before = NetworkManager(tmp_path)
+    before = NetworkManager(tmp_path, manage_host=False)  # the crashed emberd's state
     kept, gone = (f"{RUN_PREFIX}-{name}-{uuid.uuid4().hex[:6]}" for name in ("kept", "gone"))
     networks = [create_session_network(before.pool.lease(sid)) for sid in (kept, gone)]
     for network in networks:
         before.apply(network.session_id, {"mode": "allow-all"})
+    after = NetworkManager(tmp_path)  # the next emberd, after a crash
     try:
-        after = NetworkManager(tmp_path)  # the next emberd, after a crash
         assert curl(networks[0].netns, f"http://{UPSTREAM_IP}:8080/") == "000"  # no chain yet
         after.restore({kept: {"mode": "allow-all"}})
         assert curl(networks[0].netns, f"http://{UPSTREAM_IP}:8080/") == "200"
@@ -248,6 +193,7 @@ def test_a_restarted_manager_restores_adopted_sessions_and_removes_the_rest(
     finally:
         for network in networks:
             before.detach(network.session_id)
+        after.close()
         firewall.install()  # as the module's other tests expect it
     assert networks[0].netns not in run("ip", "netns", "list").stdout
 

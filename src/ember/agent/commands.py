@@ -33,6 +33,8 @@ READ_BYTES = 64 * 1024
 PIPE_GRACE_S = 0.5
 TERM_GRACE_S = 2.0
 COMMAND_OOM_SCORE_ADJ = b"1000"
+# Set per command for its user, never passed on from the agent's environment.
+PER_USER_VARIABLES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "PWD"})
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -125,7 +127,9 @@ class CommandTable:
         )
 
     def environment(self, user: User, extra: Mapping[str, str]) -> dict[str, str]:
-        env = {
+        """The agent's own variables (the runtime's, e.g. CA bundles), the user's, then `extra`."""
+        env = {k: v for k, v in os.environ.items() if k not in PER_USER_VARIABLES}
+        env |= {
             "PATH": BASE_PATH,
             "HOME": user.home,
             "USER": user.name,

@@ -148,8 +148,17 @@ def serve(
     domain: Annotated[str, typer.Option(help="Domain of exposed ports' URLs.")] = "localhost",
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
     network: Annotated[
-        bool, typer.Option(help="Give sessions networks (egress per policy); work in progress.")
-    ] = False,
+        bool,
+        typer.Option(help="Give sessions networks (egress per policy); off: loopback only."),
+    ] = True,
+    dns_server: Annotated[
+        list[str] | None,
+        typer.Option(help="Nameserver for sessions' lookups (repeatable); default: the host's."),
+    ] = None,
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option(help="Extra CA bundle the egress proxy trusts when it re-encrypts."),
+    ] = None,
 ) -> None:
     """Run emberd, the Ember server."""
     import logging
@@ -169,6 +178,8 @@ def serve(
         public_domain=domain,
         public_port=port,
         network=network,
+        dns_servers=tuple(dns_server or ()),
+        upstream_ca=upstream_ca.resolve() if upstream_ca else None,
     )
     with console.status("preparing the base image") as status:
         plane = build_plane(settings, lambda line: status.update(f"base image: {line[:100]}"))

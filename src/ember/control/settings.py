@@ -40,7 +40,9 @@ class Settings:
     image_aliases: tuple[str, ...] = field(default=DEFAULT_IMAGE_ALIASES)
     disk_mib: int = 10 * 1024
     snapshot_sweep_interval_s: float = 60.0
-    network: bool = False  # per-session networks (off: sessions have loopback only)
+    network: bool = True  # per-session networks (off: sessions have loopback only)
+    dns_servers: tuple[str, ...] = ()  # sessions' names resolve here; none: the host's
+    upstream_ca: Path | None = None  # extra CAs the egress proxy trusts upstream
 
     @property
     def database_path(self) -> Path:

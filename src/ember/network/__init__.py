@@ -4,13 +4,16 @@ and the nftables rules that give sessions egress and nothing else.
 Imports nothing from wire, control or api.
 """
 
-from .firewall import Firewall, NetworkPolicy
+from .firewall import EgressPorts, Firewall
 from .links import SessionNetwork, create_session_network, destroy_session_network
-from .manager import NetworkManager
+from .manager import EgressSettings, NetworkManager
+from .policy import NetworkPolicy
 from .pool import AddressPool, Lease, NetworkError
 
 __all__ = [
     "AddressPool",
+    "EgressPorts",
+    "EgressSettings",
     "Firewall",
     "Lease",
     "NetworkError",

@@ -8,9 +8,11 @@ reset or an ICMP error), so clients fail fast instead of timing out.
     table inet ember
       set host           the host's own addresses
       map verdicts       session veth -> its chain (s_<veth>)
-      chain input        (hook input)   from a veth: only replies
+      chain input        (hook input)   from a veth: replies, redirected DNS and proxy
       chain forward      (hook forward) from a veth: egress; to a veth: only replies
-      chain egress       private, link-local, host: reject; then the session's chain
+      chain egress       private, link-local, host: reject; then the session's chain (s_<veth>)
+      map redirects      session veth -> its redirect chain (r_<veth>): DNS, proxy
+      chain prerouting   (hook nat)     the session's redirects
       chain postrouting  (hook nat)     the session range -> masquerade
 """
 
@@ -19,28 +21,21 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
 from ember.runtime import proc
 
 from .links import VETH_PREFIX
+from .policy import BLOCKED, NetworkPolicy
 from .pool import NetworkError
 
 TABLE = "ember"
-# Never reachable from a session, whatever its policy.
-BLOCKED = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+# emberd's DNS server and proxy listen on every address: redirected traffic
+# arrives on the session's own gateway address. The input chain refuses any
+# connection to their ports that no redirect made.
+LISTEN_ADDRESS = "0.0.0.0"  # noqa: S104
 FROM_SESSION = f'iifname "{VETH_PREFIX}*"'
 TO_SESSION = f'oifname "{VETH_PREFIX}*"'
 
@@ -58,40 +53,53 @@ def elements(values: Iterable[str]) -> str:
     return "{ " + ", ".join(values) + " }"
 
 
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """What a session may reach: "allow-all", "deny-all", or CIDR lists (deny wins).
+def session_rules(policy: NetworkPolicy) -> list[str]:
+    """The forward-path verdict for a session's traffic that the proxy does not take."""
+    if policy.mode == "allow-all":
+        return ["accept"]
+    rules: list[str] = []
+    if policy.mode == "custom":
+        if policy.deny_cidrs:
+            rules += reject(f"ip daddr {elements(policy.deny_cidrs)}")
+        if policy.allow_cidrs:
+            rules.append(f"ip daddr {elements(policy.allow_cidrs)} accept")
+        if policy.any_domain:
+            rules.append("accept")
+    return rules + reject()
 
-    Domain rules need the egress proxy, which does not exist yet: a custom
-    policy allows its CIDRs only, so its allowed domains are refused
-    (closed, not open).
+
+def redirect_rules(policy: NetworkPolicy, ports: EgressPorts | None) -> list[str]:
+    """What goes to emberd's DNS server and egress proxy instead of out.
+
+    All DNS goes to Ember's server (whatever address the session asks),
+    except under deny-all, where lookups are rejected at once. Under a
+    domain allow-list, TCP goes to the proxy, except to the policy's CIDRs
+    (allowed: straight out; denied: rejected in forwarding). With `*`
+    (every name allowed), only HTTPS goes there, for its header rules.
     """
+    if ports is None:
+        return []
+    rules: list[str] = []
+    if policy.answers_dns:
+        rules.append(f"meta l4proto {{ tcp, udp }} th dport 53 redirect to :{ports.dns}")
+    if policy.uses_proxy:
+        for cidrs in (policy.deny_cidrs, policy.allow_cidrs):
+            if cidrs:
+                rules.append(f"ip daddr {elements(cidrs)} return")
+        only = "tcp dport 443" if policy.any_domain else "meta l4proto tcp"
+        rules.append(f"{only} redirect to :{ports.proxy}")
+    return rules
 
-    mode: str = "allow-all"
-    allow_cidrs: tuple[str, ...] = field(default=())
-    deny_cidrs: tuple[str, ...] = field(default=())
 
-    @classmethod
-    def from_stored(cls, stored: dict[str, object] | None) -> NetworkPolicy:
-        stored = stored or {}
-        subnets = stored.get("subnets") or {}
-        assert isinstance(subnets, dict)
-        return cls(
-            str(stored.get("mode", "allow-all")),
-            tuple(subnets.get("allow", ())),
-            tuple(subnets.get("deny", ())),
-        )
+@dataclass(frozen=True)
+class EgressPorts:
+    """emberd's DNS server and egress proxy, listening on the host."""
 
-    def rules(self) -> list[str]:
-        if self.mode == "allow-all":
-            return ["accept"]
-        rules: list[str] = []
-        if self.mode != "deny-all":
-            if self.deny_cidrs:
-                rules += reject(f"ip daddr {elements(self.deny_cidrs)}")
-            if self.allow_cidrs:
-                rules.append(f"ip daddr {elements(self.allow_cidrs)} accept")
-        return rules + reject()
+    dns: int
+    proxy: int
+
+    def __str__(self) -> str:
+        return elements(str(p) for p in (self.dns, self.proxy))
 
 
 def _nft(script: str) -> None:
@@ -113,17 +121,32 @@ def _chain(name: str, rules: Iterable[str], hook: str = "") -> str:
 
 
 class Firewall:
-    def __init__(self, session_range: str) -> None:
+    def __init__(self, session_range: str, ports: EgressPorts | None = None) -> None:
         self.session_range = str(ipaddress.ip_network(session_range))
+        self.ports = ports
+
+    def _input_rules(self) -> list[str]:
+        """From a session: replies, and its DNS and proxy traffic once redirected.
+
+        The DNS server and the proxy listen on every address, so a
+        connection to their ports that no redirect made is refused, from
+        anywhere.
+        """
+        rules = [f"{FROM_SESSION} ct state established,related accept"]
+        if self.ports is not None:
+            services = f"meta l4proto {{ tcp, udp }} th dport {self.ports}"
+            rules.append(f"{FROM_SESSION} {services} ct status dnat accept")
+        rules += reject(FROM_SESSION)
+        if self.ports is not None:
+            rules += reject(f"{services} ct status & dnat == 0")
+        return rules
 
     def install(self) -> None:
-        """(Re)create Ember's table; each session's chain is then added by `apply`."""
+        """(Re)create Ember's table; each session's chains are then added by `apply`."""
         host = host_addresses()
         chains = [
             _chain(
-                "input",
-                [f"{FROM_SESSION} ct state established,related accept", *reject(FROM_SESSION)],
-                "type filter hook input priority -10; policy accept;",
+                "input", self._input_rules(), "type filter hook input priority -10; policy accept;"
             ),
             _chain(
                 "forward",
@@ -145,6 +168,11 @@ class Firewall:
                 ],
             ),
             _chain(
+                "prerouting",
+                [f"{FROM_SESSION} iifname vmap @redirects"],
+                "type nat hook prerouting priority -100; policy accept;",
+            ),
+            _chain(
                 "postrouting",
                 [f'ip saddr {self.session_range} oifname != "{VETH_PREFIX}*" masquerade'],
                 "type nat hook postrouting priority 100; policy accept;",
@@ -154,26 +182,30 @@ class Firewall:
         _nft(
             f"table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
             f"    set host {{ type ipv4_addr; {host_set} }}\n"
-            f"    map verdicts {{ type ifname : verdict; }}\n" + "".join(chains) + "}\n"
+            f"    map verdicts {{ type ifname : verdict; }}\n"
+            f"    map redirects {{ type ifname : verdict; }}\n" + "".join(chains) + "}\n"
         )
 
     def apply(self, host_if: str, policy: NetworkPolicy) -> None:
         """Set a session's policy (by its veth); takes effect on the next connection."""
-        chain = f"s_{host_if}"
-        rules = "".join(f"add rule inet {TABLE} {chain} {rule}\n" for rule in policy.rules())
-        _nft(
-            f"add chain inet {TABLE} {chain}\nflush chain inet {TABLE} {chain}\n{rules}"
-            f'add element inet {TABLE} verdicts {{ "{host_if}" : jump {chain} }}\n'
-        )
+        script = []
+        for chain, rules, verdicts in (
+            (f"s_{host_if}", session_rules(policy), "verdicts"),
+            (f"r_{host_if}", redirect_rules(policy, self.ports), "redirects"),
+        ):
+            script += [f"add chain inet {TABLE} {chain}", f"flush chain inet {TABLE} {chain}"]
+            script += [f"add rule inet {TABLE} {chain} {rule}" for rule in rules]
+            script.append(f'add element inet {TABLE} {verdicts} {{ "{host_if}" : jump {chain} }}')
+        _nft("\n".join(script) + "\n")
 
     def remove(self, host_if: str) -> None:
-        chain = f"s_{host_if}"
-        for script in (
-            f'delete element inet {TABLE} verdicts {{ "{host_if}" }}',
-            f"delete chain inet {TABLE} {chain}",
-        ):
-            with contextlib.suppress(NetworkError):  # already gone
-                _nft(script)
+        for chain, verdicts in ((f"s_{host_if}", "verdicts"), (f"r_{host_if}", "redirects")):
+            for script in (
+                f'delete element inet {TABLE} {verdicts} {{ "{host_if}" }}',
+                f"delete chain inet {TABLE} {chain}",
+            ):
+                with contextlib.suppress(NetworkError):  # already gone
+                    _nft(script)
 
     def uninstall(self) -> None:
         with contextlib.suppress(NetworkError):

@@ -32,6 +32,7 @@ from typing import Any
 import ember.agent
 from ember.image import ImageStore
 from ember.network import NetworkManager
+from ember.network.trust import TRUST_ENV
 from ember.snapshots import LayerStore
 
 from . import cgroups, disk, mounts, oci, proc, seccomp
@@ -245,6 +246,9 @@ class ContainerRuntime:
         upper, work = disk.prepare_upper(str(sdir / "upper"), root_id=shift)
         # Top first, as overlayfs wants; the layers' shared read-only mounts.
         lowers = [self.layers.upper_dir(layer.layer_id) for layer in chain]
+        trust = self._trust_layer(image_rootfs)
+        if trust is not None:
+            lowers.append(str(trust))
         lowers.append(image_rootfs)
         rootfs = sdir / "rootfs"
         rootfs.mkdir()
@@ -268,6 +272,12 @@ class ContainerRuntime:
         )
         (etc / "resolv.conf").write_text("")  # filled in by the network layer when attached
 
+    def _trust_layer(self, image_rootfs: str) -> Path | None:
+        """With networking, the layer that makes the session trust the egress CA."""
+        if self.network is None:
+            return None
+        return self.network.trust_layer(Path(image_rootfs), self.id_shift)
+
     def _config(self, sdir: Path, spec: SessionSpec, user: str, workdir: str) -> dict[str, Any]:
         resources = spec.resources
         return oci.oci_config(
@@ -289,6 +299,7 @@ class ContainerRuntime:
                 bind_files={
                     f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "hosts", "resolv.conf")
                 },
+                env=TRUST_ENV if self.network is not None else {},
             )
         )
 
@@ -298,8 +309,12 @@ class ContainerRuntime:
         if network is None or policy is None or spec.netns_path:
             return None
 
+        resolv_conf = self._dir(spec.session_id) / "etc" / "resolv.conf"
+
         async def attach(pid: int) -> None:
             await asyncio.to_thread(network.attach, spec.session_id, policy, pid)
+            # In place: the file is bind-mounted already.
+            resolv_conf.write_text(network.resolv_conf(spec.session_id))
 
         return attach
 
@@ -516,12 +531,15 @@ class ContainerRuntime:
             await asyncio.to_thread(self.network.restore, policies)
 
     def close(self) -> None:
-        """Release what the runtime holds for future sessions (its disk pool).
+        """Release what the runtime holds for future sessions (its disk pool, the
+        network's DNS server and proxy).
 
         Running sessions are not touched: they outlive emberd and are adopted
         by the next one.
         """
         self.pool.close()
+        if self.network is not None:
+            self.network.close()
 
     async def sessions(self) -> list[str]:
         return sorted(

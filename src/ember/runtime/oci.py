@@ -76,6 +76,8 @@ class ContainerConfig:
     # A user namespace cannot raise a limit above the host's hard limit, so
     # the caller passes min(wanted, host hard limit).
     nofile: int = 65536
+    # Variables every command in the session gets (the agent passes its own on).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def agent_argv(agent_user: str, agent_workdir: str) -> list[str]:
@@ -206,6 +208,7 @@ def oci_config(config: ContainerConfig) -> dict[str, Any]:
             "env": [
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "LANG=C.UTF-8",
+                *(f"{k}={v}" for k, v in config.env.items()),
             ],
             "cwd": "/",
             "capabilities": {
