@@ -58,20 +58,29 @@ def unique_name(label: str) -> str:
 
 
 @pytest.fixture
-def names(emberd: Emberd) -> Iterator[list[str]]:
+def server(request: pytest.FixtureRequest) -> Emberd:
+    """The emberd a test's clients talk to: a networked one for tests marked
+    `networked` (live policy changes need sessions with networks)."""
+    networked = request.node.get_closest_marker("networked") is not None
+    emberd: Emberd = request.getfixturevalue("emberd_net" if networked else "emberd")
+    return emberd
+
+
+@pytest.fixture
+def names(server: Emberd) -> Iterator[list[str]]:
     """Names of sandboxes a test may create; whatever is left of them is deleted afterwards."""
     created: list[str] = []
     yield created
-    with emberd.client() as api:
+    with server.client() as api:
         for name in created:
             with contextlib.suppress(httpx.HTTPError):
                 api.delete(f"/v2/sandboxes/{name}", params={"deleteOrphanSnapshots": "true"})
 
 
 @pytest.fixture
-def api(emberd: Emberd) -> Iterator[httpx.Client]:
+def api(server: Emberd) -> Iterator[httpx.Client]:
     """Plain HTTP, to check from outside what a client did."""
-    with emberd.client() as client:
+    with server.client() as client:
         yield client
 
 
@@ -126,12 +135,12 @@ def run_node(
 
 
 @pytest.fixture
-def js(node: str, emberd: Emberd, tmp_path: Path) -> Any:
+def js(node: str, server: Emberd, tmp_path: Path) -> Any:
     """`js("script.mjs", *args)` runs a script of js/ and returns its JSON report."""
-    env = client_env(emberd, tmp_path) | {
-        "EMBER_TOKEN": emberd.token,
-        "EMBER_TEAM_ID": emberd.team_id,
-        "EMBER_PROJECT_ID": emberd.project_id,
+    env = client_env(server, tmp_path) | {
+        "EMBER_TOKEN": server.token,
+        "EMBER_TEAM_ID": server.team_id,
+        "EMBER_PROJECT_ID": server.project_id,
     }
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -185,5 +194,5 @@ class Cli:
 
 
 @pytest.fixture
-def cli(node: str, emberd: Emberd, tmp_path: Path) -> Cli:
-    return Cli(node, emberd, tmp_path)
+def cli(node: str, server: Emberd, tmp_path: Path) -> Cli:
+    return Cli(node, server, tmp_path)

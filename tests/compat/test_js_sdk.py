@@ -157,11 +157,7 @@ def test_network_policy_on_create_and_while_stopped(js: Any, names: list[str]) -
     assert report["fetched"] == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live network-policy changes (POST .../network-policy) answer 501 until Ember's "
-    "networking lands",
-)
+@pytest.mark.networked
 def test_network_policy_update_while_running(js: Any, names: list[str]) -> None:
     name = unique_name("js-net-live")
     names.append(name)

@@ -46,11 +46,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(emberd: Emberd) -> Iterator[SyncSandboxClient]:
+def client(server: Emberd) -> Iterator[SyncSandboxClient]:
     options = SandboxServiceOptions(
-        base_url=emberd.url,
+        base_url=server.url,
         credentials_factory=lambda: SandboxCredentials(
-            token=emberd.token, team_id=emberd.team_id, project_id=emberd.project_id
+            token=server.token, team_id=server.team_id, project_id=server.project_id
         ),
     )
     sdk = SyncSandboxClient.create(options=options)
@@ -337,11 +337,7 @@ def test_network_policy_on_create_and_while_stopped(
         assert stored["mode"] == "custom" and stored["allowedDomains"] == ["example.com"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live network-policy changes (POST .../network-policy) answer 501 until Ember's "
-    "networking lands",
-)
+@pytest.mark.networked
 def test_network_policy_update_while_running(client: SyncSandboxClient, names: list[str]) -> None:
     name = unique_name("py-net-live")
     names.append(name)
