@@ -108,6 +108,23 @@ BAD_CREATES = [
     ),
     pytest.param({"networkPolicy": {"allow": [5]}}, "bad_request", id="policy-allow-not-strings"),
     pytest.param({"networkPolicy": {"bogus": []}}, "bad_request", id="policy-unknown-field"),
+    pytest.param(
+        {"networkPolicy": {"allow": ["https://x.test/"]}}, "bad_request", id="policy-domain-url"
+    ),
+    pytest.param(
+        {"networkPolicy": {"allow": {"x.test": [{"transform": [{"headers": {"a b": "v"}}]}]}}},
+        "bad_request",
+        id="policy-header-name",
+    ),
+    pytest.param(
+        {
+            "networkPolicy": {
+                "allow": {"x.test": [{"transform": [{"headers": {"a": "v\r\nb: c"}}]}]}
+            }
+        },
+        "bad_request",
+        id="policy-header-value-crlf",
+    ),
     pytest.param({"image": "nope/not-here:1"}, "bad_request", id="image-not-available"),
     pytest.param({"runtime": "cobol85"}, "bad_request", id="unknown-runtime"),
     pytest.param(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,9 +59,23 @@ class RequestMatch(BaseModel):
     headers: list[KeyValueMatcher] | None = None
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_DOMAIN_PATTERN = re.compile(r"(\*|[a-z0-9_-]{1,63})(\.(\*|[a-z0-9_-]{1,63}))*", re.IGNORECASE)
+
+
 class Transform(BaseModel):
     model_config = _STRICT
     headers: dict[str, str] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, text in (value or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name")
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} has a line break or NUL")
+        return value
 
 
 class Rule(BaseModel):
@@ -85,6 +100,19 @@ class NetworkPolicyRequest(BaseModel):
     mode: Literal["allow-all", "deny-all", "custom"] | None = None
     allow: list[str] | dict[str, list[Rule]] | None = None
     subnets: Subnets | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _domains(
+        cls, value: list[str] | dict[str, list[Rule]] | None
+    ) -> list[str] | dict[str, list[Rule]] | None:
+        for domain in value or ():
+            if len(domain) > 253 or not _DOMAIN_PATTERN.fullmatch(domain):
+                raise ValueError(
+                    f"{domain!r} is not a domain pattern (labels, `*` for one label, "
+                    "a leading `*` for any subdomain)"
+                )
+        return value
 
     def to_stored(self) -> dict[str, Any]:
         if self.mode in ("allow-all", "deny-all") and self.allow is None and self.subnets is None:
