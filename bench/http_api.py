@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -131,7 +132,9 @@ class HttpBench:
     async def delete(self, name: str) -> None:
         (await self.api.delete(f"/v2/sandboxes/{name}")).raise_for_status()
 
-    async def _lines(self, session_id: str, command: str, *args: str) -> AsyncIterator[dict]:
+    async def _lines(
+        self, session_id: str, command: str, *args: str
+    ) -> AsyncIterator[dict[str, Any]]:
         body = {"command": command, "args": list(args), "wait": True, "logs": True}
         async with self.api.stream(
             "POST", f"/v2/sandboxes/sessions/{session_id}/cmd", json=body

@@ -15,10 +15,14 @@ metrics start one of their own first, and stop it before the rest).
                             the `inet ember` table, into an "upstream"
                             namespace at 198.18.0.1 that discards it
   baseline_veth_throughput  the same stream from the host over a plain veth
-  proxy_throughput          not measured: the egress proxy is not built yet
+  proxy_throughput          the same stream from a session network whose policy
+                            allows the name sink.test only: it starts with an
+                            HTTP request head (Host: sink.test), so emberd's
+                            egress proxy checks the name, resolves it with the
+                            upstream's DNS server and splices the rest
 
-All traffic stays in namespaces made here, named after the run's prefix and
-removed on the way out.
+All traffic stays in namespaces made here (`ember.testing.netlab`), named
+after the run's prefix and removed on the way out.
 """
 
 from __future__ import annotations
@@ -32,42 +36,31 @@ from pathlib import Path
 
 import httpx
 
-from ember.network import Firewall, NetworkManager, NetworkPolicy, create_session_network
+from ember.network import EgressSettings, Firewall, NetworkManager, create_session_network
 from ember.network.pool import DEFAULT_RANGE, AddressPool
+from ember.testing.netlab import UPSTREAM_IP, upstream_namespace
 from http_api import HttpBench
 from measure import ms_since, now
 
 PYTHON = "/usr/bin/python3"
-UPSTREAM_NET = "198.18.0"  # RFC 2544's benchmarking range: not private, not on the host
-UPSTREAM_IP = f"{UPSTREAM_NET}.1"
 SINK_PORT = 9000
 STREAM_BYTES = 256 * 1024 * 1024
 SANDBOX_PORT = 8000
+SINK_NAME = "sink.test"
 
-# Reads every connection to its end, then answers one byte: the sender's
-# clock stops when the last byte has been received, not merely queued.
-SINK = f"""
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{UPSTREAM_IP}", {SINK_PORT}))
-s.listen()
-while True:
-    c, _ = s.accept()
-    with c:
-        while c.recv(1 << 20):
-            pass
-        c.sendall(b"k")
-"""
+# The upstream's sink answers once it has read the whole stream: the
+# sender's clock stops when the last byte has been received, not merely
+# queued. An HTTP request head first names the destination for the proxy.
 SENDER = f"""
 import socket, sys, time
 size, block = int(sys.argv[1]), b"\\0" * (1 << 20)
 started = time.perf_counter()
 c = socket.create_connection(("{UPSTREAM_IP}", {SINK_PORT}))
+c.sendall(b"POST / HTTP/1.1\\r\\nHost: {SINK_NAME}\\r\\nContent-Length: %d\\r\\n\\r\\n" % size)
 for _ in range(size // len(block)):
     c.sendall(block)
 c.shutdown(socket.SHUT_WR)
-assert c.recv(1) == b"k"
+assert c.recv(64)
 print(time.perf_counter() - started)
 """
 
@@ -82,38 +75,27 @@ class NetworkBench:
     def __init__(self, data_dir: str, prefix: str) -> None:
         self.prefix = prefix
         self.manager_dir = Path(data_dir) / f"{prefix}-network"
-        self.upstream_ns = f"{prefix}-up"
-        self.upstream_if = f"{prefix[-13:]}u"  # interface names are at most 15 characters
-        self.sink: subprocess.Popen[bytes] | None = None
+        self.lab = contextlib.ExitStack()
         self.manager: NetworkManager | None = None
         self.session_ids: list[str] = []
         self.sleepers: list[subprocess.Popen[bytes]] = []
 
     def open(self) -> None:
-        _run("ip", "netns", "add", self.upstream_ns)
-        _run("ip", "link", "add", self.upstream_if, "type", "veth", "peer", "name", "up0",
-             "netns", self.upstream_ns)  # fmt: skip
-        _run("ip", "addr", "add", f"{UPSTREAM_NET}.2/24", "dev", self.upstream_if)
-        _run("ip", "link", "set", self.upstream_if, "up")
-        inside = ("ip", "netns", "exec", self.upstream_ns)
-        _run(*inside, "ip", "addr", "add", f"{UPSTREAM_IP}/24", "dev", "up0")
-        _run(*inside, "ip", "link", "set", "up0", "up")
-        _run(*inside, "ip", "link", "set", "lo", "up")
-        self.sink = subprocess.Popen([*inside, PYTHON, "-c", SINK])
-        self.manager = NetworkManager(self.manager_dir)
-        time.sleep(0.3)  # the sink's listen(); a refused first send would fail loudly anyway
+        self.manager_dir.mkdir(parents=True, exist_ok=True)
+        self.lab.enter_context(upstream_namespace(self.prefix, self.manager_dir))
+        self.manager = NetworkManager(self.manager_dir, egress=EgressSettings([UPSTREAM_IP]))
 
     def close(self) -> None:
         if self.manager is not None:
             for session_id in self.session_ids:
                 self.manager.detach(session_id)
+            self.manager.close()
         # Also when open() failed early: the route metrics' emberd leaves its table too.
         Firewall(DEFAULT_RANGE).uninstall()
-        for process in [*self.sleepers, *([self.sink] if self.sink else [])]:
+        for process in self.sleepers:
             process.kill()
             process.wait()
-        subprocess.run(["ip", "link", "del", self.upstream_if], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", self.upstream_ns], capture_output=True, check=False)
+        self.lab.close()
         shutil.rmtree(self.manager_dir, ignore_errors=True)
 
     def _session_id(self, name: str) -> str:
@@ -140,11 +122,12 @@ class NetworkBench:
         self.sleepers.remove(sleeper)
         return elapsed
 
-    def nat_network(self) -> str:
-        """A session network (a named namespace) with allow-all; its namespace's name."""
+    def session_network(self, policy: dict[str, object]) -> str:
+        """A session network (a named namespace) with `policy`; its namespace's name."""
         assert self.manager is not None
-        network = create_session_network(self.manager.pool.lease(self._session_id("nat")))
-        self.manager.firewall.apply(network.host_if, NetworkPolicy("allow-all"))
+        session_id = self._session_id("stream")
+        network = create_session_network(self.manager.pool.lease(session_id))
+        self.manager.apply(session_id, policy)
         return network.netns
 
     @staticmethod

@@ -68,7 +68,7 @@ from ember.runtime.container import ContainerRuntime, default_id_shift  # noqa: 
 from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
 from http_api import HttpBench, tar_gz  # noqa: E402
 from measure import latency, ratio, throughput  # noqa: E402
-from network import STREAM_BYTES, NetworkBench, RouteBench  # noqa: E402
+from network import SINK_NAME, STREAM_BYTES, NetworkBench, RouteBench  # noqa: E402
 from phases import Phases  # noqa: E402
 from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
 
@@ -109,7 +109,7 @@ class Plan:
     resumes: int
     net_attaches: int
     route_roundtrips: int  # each way: through the route, and direct
-    streams: int  # each path: NAT, and the plain veth
+    streams: int  # each path: NAT, the egress proxy, and the plain veth
 
 
 NORMAL = Plan(
@@ -162,7 +162,10 @@ class Bench:
         self.start_only_ms: list[float] = []
         self.transfer_seconds: dict[str, list[float]] = defaultdict(list)
         self.phases: dict[str, list[float]] = {}
-        self.http = HttpBench(data_dir, self.prefix)
+        # Loopback-only sessions, as before networking: a networked start adds
+        # net_attach, measured on its own. One networked emberd per host: the
+        # route metrics start theirs.
+        self.http = HttpBench(data_dir, self.prefix, extra_args=("--no-network",))
         self.http_session = ""
         self.resume_name = ""
         self.routes = RouteBench(data_dir, self.prefix)
@@ -259,7 +262,7 @@ class Bench:
         for name in (ROUTE, DIRECT):
             del self.samples[name][0]
         await self.routes.close()
-        log(f"networking: attach x{plan.net_attaches}, NAT vs veth x{plan.streams} streams")
+        log(f"networking: attach x{plan.net_attaches}, NAT/proxy/veth x{plan.streams} streams")
         # pyroute2's synchronous API runs an event loop of its own: keep it off ours.
         await asyncio.to_thread(self._network_host_side)
 
@@ -267,12 +270,17 @@ class Bench:
         self.net.open()
         self.net.attach_ms()  # warm-up
         self.samples[NET_ATTACH] = [self.net.attach_ms() for _ in range(self.plan.net_attaches)]
-        netns = self.net.nat_network()
-        for i in range(self.plan.streams + 1):
-            nat_s, veth_s = self.net.stream_seconds(netns), self.net.stream_seconds(None)
+        nat = self.net.session_network({"mode": "allow-all"})
+        proxied = self.net.session_network({"mode": "custom", "allow": [SINK_NAME]})
+        for i in range(self.plan.streams + 1):  # interleaved; the first round warms up
+            seconds = {
+                NAT: self.net.stream_seconds(nat),
+                PROXY: self.net.stream_seconds(proxied),
+                VETH: self.net.stream_seconds(None),
+            }
             if i:
-                self.transfer_seconds[NAT].append(nat_s)
-                self.transfer_seconds[VETH].append(veth_s)
+                for name, value in seconds.items():
+                    self.transfer_seconds[name].append(value)
 
     async def _http_transfers(self) -> None:
         archive = tar_gz(
@@ -321,15 +329,15 @@ class Bench:
             out[name] = throughput(TRANSFER_BYTES, self.transfer_seconds[name])
         for name in (FS_WRITE, FS_READ):
             out[name] = throughput(HTTP_TRANSFER_BYTES, self.transfer_seconds[name])
-        for name in (NAT, VETH):
+        for name in (NAT, PROXY, VETH):
             out[name] = throughput(STREAM_BYTES, self.transfer_seconds[name])
-        out[PROXY] = {"value": None, "unit": "MB/s", "note": "the egress proxy is not built yet"}
         out["ratios"] = {
             "start_vs_runc": ratio(out[START], out[RUNC]),
             "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
             "http_roundtrip_vs_subprocess": ratio(out[HTTP_ROUNDTRIP], out[SUBPROCESS]),
             "route_vs_direct": ratio(out[ROUTE], out[DIRECT]),
             "nat_vs_veth_throughput": round(out[NAT]["value"] / out[VETH]["value"], 2),
+            "proxy_vs_veth_throughput": round(out[PROXY]["value"] / out[VETH]["value"], 2),
         }
         out["start_phase_runtime_start"] = latency(self.start_only_ms)
         for name, samples in self.phases.items():

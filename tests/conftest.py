@@ -25,8 +25,7 @@ from ember.image import ImageInfo, ImageRecipe, ImageStore
 from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, SessionSpec, mounts
 from ember.runtime.container import ContainerRuntime, default_id_shift
 from ember.runtime.mounts import mounts_below
-
-from .netlab import UPSTREAM_IP, Upstream, upstream_namespace
+from ember.testing.netlab import UPSTREAM_IP, Upstream, upstream_namespace
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:6]}"
 DATA_DIR = os.environ.get("EMBER_TEST_DATA_DIR", "/var/lib/ember-test")
@@ -313,7 +312,7 @@ def emberd(image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Emberd]
 
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    """The fake internet (tests/netlab.py)."""
+    """The fake internet (ember.testing.netlab)."""
     require_host()
     with upstream_namespace(RUN_PREFIX, tmp_path_factory.mktemp("upstream")) as lab:
         yield lab

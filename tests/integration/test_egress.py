@@ -1,5 +1,5 @@
 """Egress policies end to end: a networked emberd, sandboxes, and the fake
-internet of tests/netlab.py (DNS for *.test names, HTTP and HTTPS echoes).
+internet of ember.testing.netlab (DNS for *.test names, HTTP and HTTPS echoes).
 
 The echo servers answer with what they received (the address they were
 reached on, Host, headers), so a test sees what left the sandbox.
@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ember.testing.netlab import SPOOF_IP, UPSTREAM_IP, Upstream
+
 from ..conftest import Emberd
-from ..netlab import SPOOF_IP, UPSTREAM_IP, Upstream
 from .test_api_lifecycle import create, run, write_file
 
 pytestmark = pytest.mark.integration
@@ -252,7 +253,7 @@ def test_sessions_reach_neither_emberd_nor_the_host_nor_metadata(
 
 
 def upstream_host_side() -> str:
-    from ..netlab import UPSTREAM_NET
+    from ember.testing.netlab import UPSTREAM_NET
 
     return f"{UPSTREAM_NET}.2"
 

@@ -25,9 +25,9 @@ from ember.network import (
     create_session_network,
     destroy_session_network,
 )
+from ember.testing.netlab import UPSTREAM_IP, UPSTREAM_NET, Upstream, run
 
 from ..conftest import DATA_DIR, RUN_PREFIX
-from ..netlab import UPSTREAM_IP, UPSTREAM_NET, Upstream, run
 
 pytestmark = pytest.mark.integration
 

@@ -93,6 +93,9 @@ class ControlPlane:
         # Coherent because this object is the store's only writer: every
         # transition of a session or change of its sandbox forgets it here.
         self._running: dict[str, tuple[models.Session, models.Sandbox]] = {}
+        # Exposed ports' targets by (sandbox key, port): (session id, host:port),
+        # valid while that session is in _running, so they go stale with it.
+        self._routes: dict[tuple[str, int], tuple[str, str]] = {}
         self._reaper_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.auth = TokenVerifier(database)
@@ -452,6 +455,11 @@ class ControlPlane:
 
     async def route_target(self, sandbox_key: str, port: int) -> str:
         """`host:port` of a sandbox's exposed port, for the router (routes are public: no token)."""
+        cached = self._routes.get((sandbox_key, port))
+        if cached is not None:
+            if cached[0] in self._running:
+                return cached[1]
+            self._routes.pop((sandbox_key, port), None)
 
         def find(db: DbSession) -> tuple[models.Sandbox, models.Session | None] | None:
             box = db.get(models.Sandbox, f"sbxn_{sandbox_key}")
@@ -465,7 +473,7 @@ class ControlPlane:
         found = await self.db.run(find)
         if found is None:
             raise errors.NotFoundError("no sandbox exposes this route")
-        _, session = found
+        box, session = found
         if session is None or session.status != "running":
             raise errors.SandboxStoppedError(
                 "the sandbox is stopped; resume it to serve this route"
@@ -473,9 +481,12 @@ class ControlPlane:
         address = self.runtime.address(session.id)
         if address is None:
             raise errors.NotImplementedYetError(
-                "routes need networking: start emberd with --network"
+                "routes need networking: emberd runs with --no-network"
             )
-        return f"{address}:{port}"
+        target = f"{address}:{port}"
+        self._running.setdefault(session.id, (session, box))
+        self._routes[(sandbox_key, port)] = (session.id, target)
+        return target
 
     async def set_network_policy(
         self, principal: Principal, session_id: str, policy: dict[str, Any]
@@ -486,7 +497,7 @@ class ControlPlane:
             await self.runtime.set_network_policy(session_id, policy)
         except EmberRuntimeError as exc:
             raise errors.NotImplementedYetError(
-                f"{exc}; start emberd with --network for live policy changes"
+                f"{exc}; emberd runs with --no-network, so sessions have no network to change"
             ) from exc
 
         def store(db: DbSession) -> tuple[models.Session, models.Sandbox]:

@@ -16,6 +16,7 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -30,6 +31,7 @@ from .resolver import ResolveError, UpstreamResolver
 log = logging.getLogger("ember.network.dns")
 PolicyLookup = Callable[[str], NetworkPolicy | None]
 MAX_TCP_QUERIES = 100
+MAX_IN_FLIGHT = 128
 
 
 def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
@@ -93,13 +95,31 @@ def _respond(
         return _reply(query, dns.rcode.SERVFAIL)
 
 
-class _Udp(socketserver.ThreadingUDPServer):
+class _Bounded(socketserver.ThreadingMixIn):
+    """A thread per query, up to MAX_IN_FLIGHT: beyond that queries are dropped
+    (clients retry), so a flooding session cannot make emberd spawn without end."""
+
     daemon_threads = True
+    in_flight = threading.BoundedSemaphore(1)  # replaced per server
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.in_flight.acquire(blocking=False):
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.in_flight.release()
+
+
+class _Udp(_Bounded, socketserver.UDPServer):
     allow_reuse_address = False
 
 
-class _Tcp(socketserver.ThreadingTCPServer):
-    daemon_threads = True
+class _Tcp(_Bounded, socketserver.TCPServer):
     allow_reuse_address = False
 
 
@@ -148,8 +168,10 @@ class DnsServer:
 
         for _ in range(20):
             udp = _Udp((LISTEN_ADDRESS, 0), UdpHandler)
+            udp.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
             try:
                 tcp = _Tcp((LISTEN_ADDRESS, udp.server_address[1]), TcpHandler)
+                tcp.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
             except OSError as exc:
                 udp.server_close()
                 if exc.errno != errno.EADDRINUSE:

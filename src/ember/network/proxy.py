@@ -39,6 +39,9 @@ FIRST_BYTES_TIMEOUT_S = 10.0
 MAX_HELLO_BYTES = 64 * 1024
 MAX_HTTP_HEAD_BYTES = 16 * 1024
 TLS_HANDSHAKE = 0x16
+# A thread serves each connection: a session cannot hold more than its share.
+MAX_PER_SESSION = 256
+MAX_CONNECTIONS = 4096
 HOST_NAME = re.compile(r"[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*")
 
 
@@ -157,6 +160,7 @@ class EgressProxy:
         self.port: int = self._listener.getsockname()[1]
         self._closing = False
         self._live: set[socket.socket] = set()
+        self._per_session: dict[str, int] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -182,9 +186,22 @@ class EgressProxy:
                 client, (source, _) = self._listener.accept()
             except OSError:
                 continue
+            if not self._admit(source):
+                log.info("egress refused: %s has too many open connections", source)
+                _refuse(client, "other", "too many connections")
+                client.close()
+                continue
             threading.Thread(
                 target=self._serve, args=(client, source), name="ember-proxy-conn", daemon=True
             ).start()
+
+    def _admit(self, source: str) -> bool:
+        with self._lock:
+            count = self._per_session.get(source, 0)
+            if count >= MAX_PER_SESSION or len(self._live) >= MAX_CONNECTIONS:
+                return False
+            self._per_session[source] = count + 1
+            return True
 
     def _serve(self, client: socket.socket, source: str) -> None:
         with self._lock:
@@ -196,6 +213,9 @@ class EgressProxy:
         finally:
             with self._lock:
                 self._live.discard(client)
+                left = self._per_session.pop(source, 1) - 1
+                if left:
+                    self._per_session[source] = left
             client.close()
 
     def _handle(self, client: socket.socket, source: str) -> None:

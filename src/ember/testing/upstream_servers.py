@@ -25,6 +25,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+# Every address of the upstream namespace (its own, isolated network).
+EVERYWHERE = "0.0.0.0"  # noqa: S104
 ZONE = {
     "api.example.test": "198.18.0.1",
     "a.good.test": "198.18.0.1",
@@ -110,12 +112,12 @@ def main() -> None:
     socketserver.ThreadingUDPServer.daemon_threads = True
     socketserver.ThreadingTCPServer.daemon_threads = True
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    serve(socketserver.ThreadingUDPServer(("0.0.0.0", 53), DnsUdp))
-    serve(socketserver.ThreadingTCPServer(("0.0.0.0", 53), DnsTcp))
-    serve(socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Sink))
+    serve(socketserver.ThreadingUDPServer((EVERYWHERE, 53), DnsUdp))
+    serve(socketserver.ThreadingTCPServer((EVERYWHERE, 53), DnsTcp))
+    serve(socketserver.ThreadingTCPServer((EVERYWHERE, 9000), Sink))
     for port in (80, 8080):
-        serve(ThreadingHTTPServer(("0.0.0.0", port), Echo))
-    https = ThreadingHTTPServer(("0.0.0.0", 443), Echo)
+        serve(ThreadingHTTPServer((EVERYWHERE, port), Echo))
+    https = ThreadingHTTPServer((EVERYWHERE, 443), Echo)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert)
     https.socket = context.wrap_socket(https.socket, server_side=True)
