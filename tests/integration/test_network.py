@@ -78,7 +78,7 @@ def networks(firewall: Firewall, pool: AddressPool) -> Iterator[Networks]:
     state = Networks(pool, firewall, [])
     yield state
     for network in state.made:
-        firewall.remove(network.host_if)
+        firewall.remove(network.host_if, str(network.lease.sandbox_ip))
         destroy_session_network(network)
         pool.release(network.session_id)
 
@@ -88,7 +88,7 @@ def session_network(
 ) -> SessionNetwork:
     network = create_session_network(networks.pool.lease(f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"))
     networks.made.append(network)
-    firewall.apply(network.host_if, policy)
+    firewall.apply(network.host_if, str(network.lease.sandbox_ip), policy)
     return network
 
 
@@ -111,12 +111,17 @@ def test_cidr_allow_and_deny_and_live_change(networks, firewall, upstream: Upstr
     assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "200"
     firewall.apply(
         network.host_if,
+        str(network.lease.sandbox_ip),
         NetworkPolicy(
             "custom", allow_cidrs=(f"{UPSTREAM_NET}.0/24",), deny_cidrs=(f"{UPSTREAM_IP}/32",)
         ),
     )
     assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "000"  # deny wins, at once
-    firewall.apply(network.host_if, NetworkPolicy("custom", allow_cidrs=("203.0.113.0/24",)))
+    firewall.apply(
+        network.host_if,
+        str(network.lease.sandbox_ip),
+        NetworkPolicy("custom", allow_cidrs=("203.0.113.0/24",)),
+    )
     assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "000"
 
 
@@ -158,15 +163,37 @@ def test_sessions_never_reach_the_host_each_other_or_metadata(
         server.wait()
 
 
+def test_a_session_cannot_send_from_an_address_not_its_own(
+    networks, firewall, upstream: Upstream
+) -> None:
+    """The DNS server and the proxy tell sessions apart by source address."""
+    network = session_network(networks, firewall, NetworkPolicy("allow-all"))
+    # An address of the session range that routes back to this session, so
+    # only the source check can stop the exchange.
+    spoofed = "10.213.255.254"
+    where = ("ip", "netns", "exec", network.netns)
+    run(*where, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0")
+    run("ip", "route", "add", f"{spoofed}/32", "dev", network.host_if)
+    try:
+        done = run(*where, "curl", "-s", "-m", "2", "--interface", spoofed, "-o", "/dev/null",
+                   "-w", "%{http_code}", f"http://{UPSTREAM_IP}:8080/", check=False)  # fmt: skip
+        assert done.stdout.strip() == "000"
+        assert curl(network.netns, f"http://{UPSTREAM_IP}:8080/") == "200"  # its own works
+    finally:
+        run("ip", "route", "del", f"{spoofed}/32", check=False)
+
+
 def test_nothing_is_left_behind(firewall: Firewall, pool: AddressPool) -> None:
     network = create_session_network(pool.lease(f"{RUN_PREFIX}-gone"))
-    firewall.apply(network.host_if, NetworkPolicy("allow-all"))
-    firewall.remove(network.host_if)
+    firewall.apply(network.host_if, str(network.lease.sandbox_ip), NetworkPolicy("allow-all"))
+    firewall.remove(network.host_if, str(network.lease.sandbox_ip))
     destroy_session_network(network)
     pool.release(network.session_id)
     assert network.netns not in run("ip", "netns", "list").stdout
     assert network.host_if not in run("ip", "-br", "link").stdout
-    assert f"s_{network.host_if}" not in run("nft", "list", "table", "inet", "ember").stdout
+    table = run("nft", "list", "table", "inet", "ember").stdout
+    assert f"s_{network.host_if}" not in table and f"r_{network.host_if}" not in table
+    assert network.host_if not in run("nft", "list", "set", "inet", "ember", "sources").stdout
 
 
 def test_a_restarted_manager_restores_adopted_sessions_and_removes_the_rest(

@@ -7,6 +7,8 @@ reset or an ICMP error), so clients fail fast instead of timing out.
 
     table inet ember
       set host           the host's own addresses
+      set sources        session veth . its address: the only source it may use
+      chain sources      (hook prerouting) from a veth: its own address, IPv4 only
       map verdicts       session veth -> its chain (s_<veth>)
       chain input        (hook input)   from a veth: replies, redirected DNS and proxy
       chain forward      (hook forward) from a veth: egress; to a veth: only replies
@@ -158,6 +160,14 @@ class Firewall:
                 "type filter hook forward priority -10; policy accept;",
             ),
             _chain(
+                "sources",
+                [
+                    f"{FROM_SESSION} iifname . ip saddr != @sources drop",
+                    f"{FROM_SESSION} meta nfproto ipv6 drop",
+                ],
+                "type filter hook prerouting priority -150; policy accept;",
+            ),
+            _chain(
                 "egress",
                 [
                     "ct state established,related accept",
@@ -182,13 +192,15 @@ class Firewall:
         _nft(
             f"table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
             f"    set host {{ type ipv4_addr; {host_set} }}\n"
+            f"    set sources {{ type ifname . ipv4_addr; }}\n"
             f"    map verdicts {{ type ifname : verdict; }}\n"
             f"    map redirects {{ type ifname : verdict; }}\n" + "".join(chains) + "}\n"
         )
 
-    def apply(self, host_if: str, policy: NetworkPolicy) -> None:
-        """Set a session's policy (by its veth); takes effect on the next connection."""
-        script = []
+    def apply(self, host_if: str, address: str, policy: NetworkPolicy) -> None:
+        """Set the policy of the session on `host_if` whose address is `address`;
+        takes effect on the next connection."""
+        script = [f'add element inet {TABLE} sources {{ "{host_if}" . {address} }}']
         for chain, rules, verdicts in (
             (f"s_{host_if}", session_rules(policy), "verdicts"),
             (f"r_{host_if}", redirect_rules(policy, self.ports), "redirects"),
@@ -198,14 +210,18 @@ class Firewall:
             script.append(f'add element inet {TABLE} {verdicts} {{ "{host_if}" : jump {chain} }}')
         _nft("\n".join(script) + "\n")
 
-    def remove(self, host_if: str) -> None:
+    def remove(self, host_if: str, address: str | None) -> None:
+        scripts = []
+        if address is not None:
+            scripts.append(f'delete element inet {TABLE} sources {{ "{host_if}" . {address} }}')
         for chain, verdicts in ((f"s_{host_if}", "verdicts"), (f"r_{host_if}", "redirects")):
-            for script in (
+            scripts += [
                 f'delete element inet {TABLE} {verdicts} {{ "{host_if}" }}',
                 f"delete chain inet {TABLE} {chain}",
-            ):
-                with contextlib.suppress(NetworkError):  # already gone
-                    _nft(script)
+            ]
+        for script in scripts:
+            with contextlib.suppress(NetworkError):  # already gone
+                _nft(script)
 
     def uninstall(self) -> None:
         with contextlib.suppress(NetworkError):

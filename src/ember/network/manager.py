@@ -182,7 +182,7 @@ class NetworkManager:
         compiled = NetworkPolicy.from_stored(dict(policy or {}))
         if self.egress is not None:
             self.egress.policies[address] = compiled
-        self.firewall.apply(host_if, compiled)
+        self.firewall.apply(host_if, address, compiled)
 
     def apply(self, session_id: str, policy: Mapping[str, Any] | None) -> None:
         lease = self.pool.find(session_id)
@@ -220,7 +220,9 @@ class NetworkManager:
     def detach(self, session_id: str) -> None:
         """Remove the session's network; idempotent, and fine for a session that never had one."""
         lease = self.pool.find(session_id)
-        self.firewall.remove(host_interface(session_id))
+        self.firewall.remove(
+            host_interface(session_id), str(lease.sandbox_ip) if lease is not None else None
+        )
         if lease is not None:
             if self.egress is not None:
                 self.egress.policies.pop(str(lease.sandbox_ip), None)
