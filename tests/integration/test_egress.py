@@ -127,12 +127,15 @@ def test_a_domain_allow_list_admits_its_names_only(api: httpx.Client, upstream: 
     # Raw IPs carry no allowed name.
     assert curl(api, sid, f"http://{UPSTREAM_IP}/")[0] == "403"
     assert curl(api, sid, f"https://{UPSTREAM_IP}/", "-k")[0] == "000"
-    # An allowed name pointed at another address (as /etc/hosts would) is refused.
-    spoofed = ("--resolve", f"api.example.test:443:{SPOOF_IP}")
-    assert curl(api, sid, "https://api.example.test/", *spoofed)[0] == "000"
-    status, body = curl(
-        api, sid, "http://api.example.test/", "--resolve", f"api.example.test:80:{SPOOF_IP}"
+    # An allowed name pointed at another address by the sandbox's own
+    # /etc/hosts (its to edit) is refused.
+    code, _, err = run(
+        api, sid, "sh", "-c", f"echo '{SPOOF_IP} api.example.test' >> /etc/hosts", sudo=True
     )
+    assert code == 0, err
+    assert lookup(api, sid, "api.example.test")[0] == SPOOF_IP
+    assert curl(api, sid, "https://api.example.test/")[0] == "000"
+    status, body = curl(api, sid, "http://api.example.test/")
     assert status == "403" and f"does not resolve to {SPOOF_IP}" in body
 
 

@@ -7,7 +7,8 @@ the session):
     upper/        disk.img mounted; holds the overlay's upper/ and work/
     rootfs/       the overlay: image + snapshot layers (read-only, shared
                   mounts under <data_dir>/layers/<id>/mnt) + upper
-    etc/          hostname, hosts, resolv.conf, bind-mounted read-only
+    etc/          hostname, resolv.conf, bind-mounted read-only (/etc/hosts is
+                  upper/hosts, on the session disk, read-write)
     bundle/       config.json for runc
     agent.sock    the agent's listening socket (bound here, passed as fd 0)
     agent.log     the agent's stdout and stderr
@@ -55,6 +56,7 @@ CGROUP_PARENT = "/ember"
 AGENT_READY_TIMEOUT_S = 15.0
 RUNC_TIMEOUT_S = 30.0
 NOFILE = 1048576
+HOSTS_FILE = "hosts"  # on the session disk, beside the overlay's upper and work
 OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
 
 
@@ -266,11 +268,20 @@ class ContainerRuntime:
         etc = sdir / "etc"
         etc.mkdir()
         (etc / "hostname").write_text(spec.hostname + "\n")
-        (etc / "hosts").write_text(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{spec.hostname}\n"
-        )
         (etc / "resolv.conf").write_text("")  # filled in by the network layer when attached
+        # /etc/hosts is the session's to edit (as in Docker), so it lives on
+        # the session's own disk, within its limit; each session starts anew.
+        hosts = os.open(
+            os.path.join(str(sdir / "upper"), HOSTS_FILE),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+        )
+        with os.fdopen(hosts, "w") as f:
+            f.write(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"127.0.1.1\t{spec.hostname}\n"
+            )
+            os.fchown(f.fileno(), shift, shift)
 
     def _trust_layer(self, image_rootfs: str) -> Path | None:
         """With networking, the layer that makes the session trust the egress CA."""
@@ -297,8 +308,9 @@ class ContainerRuntime:
                 netns_path=spec.netns_path,
                 nofile=min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
                 bind_files={
-                    f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "hosts", "resolv.conf")
+                    f"/etc/{n}": str(sdir / "etc" / n) for n in ("hostname", "resolv.conf")
                 },
+                writable_files={"/etc/hosts": str(sdir / "upper" / HOSTS_FILE)},
                 env=TRUST_ENV if self.network is not None else {},
             )
         )

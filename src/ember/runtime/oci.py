@@ -73,6 +73,7 @@ class ContainerConfig:
     no_new_privileges: bool = True
     netns_path: str | None = None
     bind_files: Mapping[str, str] = field(default_factory=dict)  # sandbox path -> host file
+    writable_files: Mapping[str, str] = field(default_factory=dict)  # the same, read-write
     # A user namespace cannot raise a limit above the host's hard limit, so
     # the caller passes min(wanted, host hard limit).
     nofile: int = 65536
@@ -158,13 +159,15 @@ def _mounts(config: ContainerConfig) -> list[dict[str, Any]]:
             "options": ["bind", "ro", "nodev"],
         }
     )
-    for destination, source in sorted(config.bind_files.items()):
+    files = [(d, s, "ro") for d, s in config.bind_files.items()]
+    files += [(d, s, "rw") for d, s in config.writable_files.items()]
+    for destination, source, mode in sorted(files):
         mounts.append(
             {
                 "destination": destination,
                 "type": "bind",
                 "source": source,
-                "options": ["bind", "ro", "nosuid", "nodev"],
+                "options": ["bind", mode, "nosuid", "nodev"],
             }
         )
     return mounts

@@ -72,7 +72,13 @@ def test_agent_is_pid_one_from_a_read_only_mount() -> None:
     assert generated["root"] == {"path": "/s/rootfs", "readonly": False}
 
 
-def test_session_files_are_bind_mounted_read_only() -> None:
-    mounts = config(bind_files={"/etc/hosts": "/s/etc/hosts"})["mounts"]
+def test_session_files_are_bind_mounted_read_only_unless_writable() -> None:
+    mounts = config(
+        bind_files={"/etc/resolv.conf": "/s/etc/resolv.conf"},
+        writable_files={"/etc/hosts": "/s/upper/hosts"},
+    )["mounts"]
+    resolv = next(m for m in mounts if m["destination"] == "/etc/resolv.conf")
+    assert resolv["source"] == "/s/etc/resolv.conf" and "ro" in resolv["options"]
     hosts = next(m for m in mounts if m["destination"] == "/etc/hosts")
-    assert hosts["source"] == "/s/etc/hosts" and "ro" in hosts["options"]
+    assert hosts["source"] == "/s/upper/hosts"
+    assert "rw" in hosts["options"] and "ro" not in hosts["options"]
