@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from .channels import ChannelListener
+
 CMD_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-USAGE = "usage: agent --user USER --workdir DIR [--listen-fd N]"
+USAGE = "usage: agent --user USER --workdir DIR [--listen-fd N | --serial PORT]"
 
 
 def is_cmd_id(value: str) -> bool:
@@ -267,7 +269,7 @@ class Agent:
         finally:
             conn.close()
 
-    def serve_forever(self, listener: socket.socket) -> None:
+    def serve_forever(self, listener: socket.socket | ChannelListener) -> None:
         workers = Workers(self.serve_connection)
         while True:
             sock, _ = listener.accept()
@@ -354,11 +356,12 @@ def make_undumpable() -> None:
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    """`--user U --workdir W [--listen-fd N]`; by hand, since argparse costs 8 ms at start."""
+    """`--user U --workdir W [--listen-fd N | --serial PORT]`; by hand, since
+    argparse costs 8 ms at start."""
     options = {"--listen-fd": "3"}
     pairs = iter(argv)
     for flag in pairs:
-        if flag not in ("--user", "--workdir", "--listen-fd"):
+        if flag not in ("--user", "--workdir", "--listen-fd", "--serial"):
             raise SystemExit(f"unknown argument {flag!r}\n{USAGE}")
         options[flag] = next(pairs, "")
     if (
@@ -375,8 +378,15 @@ def main(argv: list[str] | None = None) -> None:
 
     options = parse_args(sys.argv[1:] if argv is None else argv)
     make_undumpable()
-    listener = socket.socket(fileno=int(options["--listen-fd"]))
-    os.set_inheritable(listener.fileno(), False)
+    listener: socket.socket | ChannelListener
+    if "--serial" in options:
+        # A microVM: connections come as channels over its serial port.
+        from .channels import serve_port  # only here: containers start without it
+
+        listener = serve_port(options["--serial"])
+    else:
+        listener = socket.socket(fileno=int(options["--listen-fd"]))
+        os.set_inheritable(listener.fileno(), False)
     agent = Agent(User.lookup(options["--user"]), options["--workdir"])
     SudoService(agent.commands, agent.user).listen()
 
