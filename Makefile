@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := runc mmdebstrap uidmap e2fsprogs util-linux golang-github-containers-common python3-venv nftables iproute2 curl
+APT_PACKAGES := runc mmdebstrap uidmap e2fsprogs util-linux golang-github-containers-common python3-venv nftables iproute2 curl qemu-system-x86 qemu-utils cpio
 EMBER_TEST_DATA_DIR ?= /var/lib/ember-test
 export EMBER_TEST_DATA_DIR
 

@@ -45,7 +45,7 @@ class GuestKernel:
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked_dir(directory: Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -72,7 +72,7 @@ def fetch_package(name: str, packages_dir: Path) -> Path:
     target = packages_dir / name
     if (target / ".complete").exists():
         return target
-    with _locked(packages_dir):
+    with locked_dir(packages_dir):
         if (target / ".complete").exists():
             return target
         with tempfile.TemporaryDirectory(dir=packages_dir, prefix=".fetch-") as scratch:
