@@ -8,7 +8,12 @@ import stat
 
 def _shift_one(path: str, shift: int) -> None:
     st = os.lstat(path)
-    os.lchown(path, st.st_uid + shift, st.st_gid + shift)
+    # Shifting back (a negative shift) leaves ids below the range as they are.
+    uid = st.st_uid + shift if st.st_uid + shift >= 0 else st.st_uid
+    gid = st.st_gid + shift if st.st_gid + shift >= 0 else st.st_gid
+    if (uid, gid) == (st.st_uid, st.st_gid):
+        return
+    os.lchown(path, uid, gid)
     # chown clears set-id bits on regular files; put them back.
     if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
         os.chmod(path, stat.S_IMODE(st.st_mode))

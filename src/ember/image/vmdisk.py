@@ -1,9 +1,9 @@
 """A base image as a microVM's root disk: a read-only ext4 image file.
 
 Sessions boot from a qcow2 overlay backed by it. The image's tree on disk
-has owners shifted for the container runtime's user namespace; mke2fs runs
-in a user namespace that maps them back, so the disk has the image's own
-owners (root is 0).
+has owners shifted for the container runtime's user namespace: mke2fs copies
+it as it is, then the new file system is mounted once and shifted back, so
+the disk has the image's own owners (root is 0).
 """
 
 from __future__ import annotations
@@ -11,12 +11,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ember.runtime import proc
+from ember.runtime import disk, mounts, proc
 
+from .idshift import shift_tree
 from .kernel import GuestAssetError, locked_dir
 from .store import ImageInfo
 
 DISK_MIB = 10 * 1024  # the default disk limit; sparse, so only used blocks count
+
+
+def _unshift(disk_image: Path, mountpoint: Path, id_shift: int) -> None:
+    disk.mount_disk(str(disk_image), str(mountpoint), read_only=False)
+    try:
+        shift_tree(str(mountpoint), -id_shift)
+    finally:
+        mounts.unmount(str(mountpoint))
+        mountpoint.rmdir()
 
 
 def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = DISK_MIB) -> Path:
@@ -32,19 +42,14 @@ def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = D
         staging.unlink(missing_ok=True)
         with open(staging, "wb") as f:
             f.truncate(size_mib << 20)
-        # mke2fs runs as the namespace's root, which is `id_shift` outside.
-        os.chown(staging, id_shift, id_shift)
-        mkfs = ["mke2fs", "-q", "-t", "ext4", "-E", "root_owner=0:0", "-d", str(image.rootfs)]
-        mkfs += ["-L", "ember-root", str(staging)]
-        if id_shift:
-            mapping = f"{id_shift},0,65536"
-            mkfs = ["unshare", f"--map-users={mapping}", f"--map-groups={mapping}", *mkfs]
+        mkfs = ["mke2fs", "-q", "-t", "ext4", "-d", str(image.rootfs), "-L", "ember-root"]
         try:
-            proc.run(mkfs, timeout_s=600)
-        except proc.ProcessError as exc:
+            proc.run([*mkfs, str(staging)], timeout_s=600)
+            if id_shift:
+                _unshift(staging, directory / f".{target.name}.mnt", id_shift)
+        except (proc.ProcessError, OSError) as exc:
             staging.unlink(missing_ok=True)
             raise GuestAssetError(f"cannot make the root disk of {image.image_id}: {exc}") from exc
-        os.chown(staging, 0, 0)
         staging.chmod(0o444)
         os.rename(staging, target)
     return target
