@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from .agent_client import AgentClient
@@ -88,6 +88,28 @@ class FrozenLayer:
     layer_id: str
     parent: str | None
     size_bytes: int
+
+
+def info_to_json(info: SessionInfo) -> dict[str, Any]:
+    """A session's record as runtimes keep it on disk (session.json)."""
+    data = asdict(info)
+    data["spec"]["env"] = dict(info.spec.env)
+    return data
+
+
+def info_from_json(data: dict[str, Any]) -> SessionInfo:
+    spec_data = dict(data["spec"])
+    spec_data["resources"] = Resources(**spec_data["resources"])
+    spec = SessionSpec(**spec_data)
+    return SessionInfo(
+        data["session_id"],
+        data["runtime"],
+        SessionStatus(data["status"]),
+        data["started_at_ms"],
+        data["user"],
+        data["cwd"],
+        spec,
+    )
 
 
 class Runtime(Protocol):

@@ -26,7 +26,6 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,8 @@ from .base import (
     SessionSpec,
     SessionStartError,
     SessionStatus,
+    info_from_json,
+    info_to_json,
 )
 from .disk_pool import DiskPool
 
@@ -229,7 +230,7 @@ class ContainerRuntime:
                 workdir,
                 spec,
             )
-            (sdir / "session.json").write_text(json.dumps(_info_to_json(info)))
+            (sdir / "session.json").write_text(json.dumps(info_to_json(info)))
             return info
 
     def _prepare_rootfs(
@@ -488,7 +489,7 @@ class ContainerRuntime:
             data = json.loads((self._dir(session_id) / "session.json").read_text())
         except FileNotFoundError:
             raise SessionNotFoundError(f"no session {session_id}") from None
-        return _info_from_json(data)
+        return info_from_json(data)
 
     async def _is_running(self, session_id: str) -> bool:
         done = await proc.run_async(
@@ -585,24 +586,3 @@ def _tail(path: Path, size: int = 2048) -> bytes:
         return path.read_bytes()[-size:]
     except OSError:
         return b""
-
-
-def _info_to_json(info: SessionInfo) -> dict[str, Any]:
-    data = asdict(info)
-    data["spec"]["env"] = dict(info.spec.env)
-    return data
-
-
-def _info_from_json(data: dict[str, Any]) -> SessionInfo:
-    spec_data = dict(data["spec"])
-    spec_data["resources"] = Resources(**spec_data["resources"])
-    spec = SessionSpec(**spec_data)
-    return SessionInfo(
-        data["session_id"],
-        data["runtime"],
-        SessionStatus(data["status"]),
-        data["started_at_ms"],
-        data["user"],
-        data["cwd"],
-        spec,
-    )

@@ -33,12 +33,32 @@ class VmConfig:
     console_log: Path | None = None
     kernel_args: dict[str, str] = field(default_factory=dict)  # ember.<name>=<value>
     tap: str | None = None
+    pidfile: Path | None = None  # daemonize, writing the daemon's pid here
+
+
+def host_tsc_khz() -> int | None:
+    """The host's TSC frequency as its kernel reports it (/proc/cpuinfo's cpu MHz)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":", 1)[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def qemu_argv(config: VmConfig) -> list[str]:
     """The command line of a microVM: no firmware, no PCI, virtio-mmio devices only."""
     cpu = "host" if config.accel == "kvm" else "max"
-    append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
+    # panic=-1 and reboot=t: a panic triple-faults at once, and -no-reboot makes
+    # that an exit (microvm has no keyboard controller to reboot through).
+    append = ["console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4"]
+    if config.accel == "tcg" and (khz := host_tsc_khz()):
+        # Under TCG the kernel's calibration against the emulated PIT fails now
+        # and then on a busy host, and with no other clock it then hangs: the
+        # guest's TSC is the host's, so its frequency is given instead.
+        append.append(f"tsc_early_khz={khz}")
     append += [f"ember.{k}={v}" for k, v in config.kernel_args.items()]
     argv = [
         QEMU,
@@ -48,7 +68,7 @@ def qemu_argv(config: VmConfig) -> list[str]:
         "-cpu", cpu,
         "-smp", str(config.vcpus),
         "-m", f"{config.memory_mib}M",
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(config.kernel),
         "-initrd", str(config.initramfs),
         "-append", " ".join(append),
@@ -68,6 +88,8 @@ def qemu_argv(config: VmConfig) -> list[str]:
         argv += ["-device", "virtserialport,chardev=agent,name=ember.agent"]
     if config.qmp_socket is not None:
         argv += ["-qmp", f"unix:{config.qmp_socket},server=on,wait=off"]
+    if config.pidfile is not None:
+        argv += ["-daemonize", "-pidfile", str(config.pidfile)]
     if config.tap is not None:
         argv += ["-netdev", f"tap,id=net,ifname={config.tap},script=no,downscript=no"]
         argv += ["-device", "virtio-net-device,netdev=net"]

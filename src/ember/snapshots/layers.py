@@ -37,6 +37,9 @@ class Layer:
     size_bytes: int
     depth: int
     flattened_from: str | None = None
+    # "ext4": a container session's disk; "qcow2": a microVM's overlay, whose
+    # backing file is its parent layer's disk (or the image's root disk).
+    format: str = "ext4"
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -97,6 +100,7 @@ class LayerStore:
         parent: str | None,
         image_id: str,
         flattened_from: str | None = None,
+        disk_format: str = "ext4",
     ) -> Layer:
         """Turn a stopped session's disk image into a layer: a rename, not a copy."""
         final = self.path(layer_id)
@@ -117,6 +121,7 @@ class LayerStore:
                 size_bytes=os.stat(target).st_blocks * 512,
                 depth=depth,
                 flattened_from=flattened_from,
+                format=disk_format,
             )
             meta = staging / "meta.json"
             meta.write_text(json.dumps(layer.to_json()))

@@ -1,0 +1,355 @@
+"""The microVM runtime: each session is a QEMU `-M microvm` guest with its own kernel.
+
+Per session, under `<data_dir>/vms/<id>/` (mode 0700):
+
+    disk.qcow2    the session's writable disk: a qcow2 overlay whose backing
+                  file is its top snapshot layer (a qcow2 overlay too) or the
+                  image's read-only root disk (`image/vmdisk.py`)
+    port.sock     QEMU's socket for the guest's virtio-serial port
+    agent.sock    the agent channels' host end (`channels.py`): AgentClient
+                  connects here, as to a container's agent
+    qmp.sock      QMP, spoken with the `qemu.qmp` library
+    console.log   the guest's serial console
+    qemu.pid      QEMU daemonizes: sessions outlive emberd and are adopted
+    session.json  the spec and start time, for info() and recovery
+
+The guest boots Debian's cloud kernel with Ember's initramfs (`image/`),
+which mounts the disk and becomes the agent. KVM or TCG is decided once per
+host by a probe boot (`qemu.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from ember.image import ImageStore
+from ember.image.initramfs import build_initramfs
+from ember.image.kernel import GuestAssetError, GuestKernel, fetch_busybox, fetch_kernel
+from ember.image.vmdisk import DISK_MIB, root_disk
+from ember.snapshots import LayerStore
+
+from . import mounts, proc
+from .agent_client import AgentClient, AgentUnavailableError
+from .base import (
+    EmberRuntimeError,
+    FrozenLayer,
+    ResourceUsage,
+    SessionInfo,
+    SessionNotFoundError,
+    SessionSpec,
+    SessionStartError,
+    SessionStatus,
+    info_from_json,
+    info_to_json,
+)
+from .channels import HostChannels
+from .qemu import VmConfig, acceleration, qemu_argv
+
+AGENT_READY_TIMEOUT_S = 180.0  # a cold boot under TCG takes seconds, on a busy host more
+STOP_TIMEOUT_S = 10.0
+DEFAULT_USER = "vercel-sandbox"
+DEFAULT_WORKDIR = "/vercel/sandbox"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; QEMU daemonizes, so it is never our child, but be exact.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+class MicroVmRuntime:
+    name = "microvm"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        layers: LayerStore | None = None,
+        id_shift: int = 0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.vms_dir = self.data_dir / "vms"
+        self.vms_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.layers = layers or LayerStore(self.data_dir)
+        self.images = ImageStore(self.data_dir)
+        self.id_shift = id_shift
+        self._channels: dict[str, HostChannels] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._kernel: GuestKernel | None = None
+        self._initramfs: Path | None = None
+        self._accel: str | None = None
+
+    # -- assets ---------------------------------------------------------------
+
+    def prepare(self) -> dict[str, object]:
+        """Fetch and build what guests boot from, and probe the acceleration (all cached)."""
+        if self._kernel is None or self._initramfs is None:
+            self._kernel = fetch_kernel(self.data_dir)
+            self._initramfs = build_initramfs(
+                self.data_dir, self._kernel, fetch_busybox(self.data_dir)
+            )
+        verdict = acceleration(self.data_dir, self._kernel.vmlinuz, self._initramfs)
+        self._accel = str(verdict["accel"])
+        return verdict
+
+    def _dir(self, session_id: str) -> Path:
+        return self.vms_dir / session_id
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def agent(self, session_id: str) -> AgentClient:
+        return AgentClient(str(self._dir(session_id) / "agent.sock"))
+
+    # -- start ----------------------------------------------------------------
+
+    async def start(self, spec: SessionSpec) -> SessionInfo:
+        async with self._lock(spec.session_id):
+            sdir = self._dir(spec.session_id)
+            if sdir.exists():
+                raise SessionStartError(f"session {spec.session_id} already exists")
+            sdir.mkdir(mode=0o700)
+            started_at_ms = int(time.time() * 1000)
+            try:
+                config = await asyncio.to_thread(self._prepare, sdir, spec)
+                await proc.run_async(qemu_argv(config), timeout_s=60)
+                await self._attach(spec.session_id)
+                await self._wait_for_agent(sdir)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await self._kill(spec.session_id)
+                    await asyncio.to_thread(mounts.remove_tree, str(sdir))
+                if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
+                    raise SessionStartError(
+                        f"microVM session {spec.session_id} failed to start: {exc}"
+                    ) from exc
+                if isinstance(exc, GuestAssetError):
+                    raise SessionStartError(str(exc)) from exc
+                raise
+            info = SessionInfo(
+                spec.session_id,
+                self.name,
+                SessionStatus.RUNNING,
+                started_at_ms,
+                DEFAULT_USER,
+                DEFAULT_WORKDIR,
+                spec,
+            )
+            (sdir / "session.json").write_text(json.dumps(info_to_json(info)))
+            return info
+
+    def _backing(self, spec: SessionSpec) -> tuple[Path, str]:
+        if spec.top_layer:
+            layer = self.layers.get(spec.top_layer)
+            if layer.format != "qcow2":
+                raise SessionStartError(
+                    f"snapshot layer {layer.layer_id} was made by the container runtime; "
+                    "a microVM cannot start from it"
+                )
+            return self.layers.disk(spec.top_layer), "qcow2"
+        image = self.images.get(spec.image_id)
+        if image is None:
+            raise SessionStartError(f"no image {spec.image_id}")
+        return root_disk(self.data_dir, image, self.id_shift, DISK_MIB), "raw"
+
+    def _prepare(self, sdir: Path, spec: SessionSpec) -> VmConfig:
+        self.prepare()
+        assert self._kernel is not None and self._initramfs is not None and self._accel
+        backing, backing_format = self._backing(spec)
+        proc.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format,
+             "-b", str(backing), str(sdir / "disk.qcow2")],
+            timeout_s=60,
+        )  # fmt: skip
+        resources = spec.resources
+        config = VmConfig(
+            kernel=self._kernel.vmlinuz,
+            initramfs=self._initramfs,
+            accel=self._accel,
+            vcpus=max(1, math.ceil(resources.vcpus)),
+            memory_mib=resources.memory_limit_mib,
+            disk=sdir / "disk.qcow2",
+            agent_socket=sdir / "port.sock",
+            qmp_socket=sdir / "qmp.sock",
+            console_log=sdir / "console.log",
+            pidfile=sdir / "qemu.pid",
+            kernel_args={
+                "time": str(int(time.time())),
+                "user": DEFAULT_USER,
+                "workdir": DEFAULT_WORKDIR,
+                "hostname": spec.hostname,
+            },
+        )
+        return config
+
+    async def _attach(self, session_id: str) -> None:
+        """Start the agent channels' host end for a running VM (at start or adoption)."""
+        sdir = self._dir(session_id)
+        old = self._channels.pop(session_id, None)
+        if old is not None:
+            await old.close()
+        channels = HostChannels(str(sdir / "port.sock"), str(sdir / "agent.sock"))
+        await channels.start()
+        self._channels[session_id] = channels
+
+    async def _wait_for_agent(self, sdir: Path) -> None:
+        client = AgentClient(str(sdir / "agent.sock"))
+        deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+        while True:
+            try:
+                await asyncio.wait_for(client.hello(), 5)
+                return
+            except (TimeoutError, AgentUnavailableError) as exc:
+                if time.monotonic() > deadline or not self._pid_alive(sdir):
+                    console = (sdir / "console.log").read_text(errors="replace")[-2000:]
+                    raise AgentUnavailableError(
+                        f"the agent did not answer: {exc}; console: {console}"
+                    ) from exc
+                await asyncio.sleep(0.05)
+
+    # -- stop, freeze, discard --------------------------------------------------
+
+    @staticmethod
+    def _pid(sdir: Path) -> int | None:
+        try:
+            return int((sdir / "qemu.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _pid_alive(self, sdir: Path) -> bool:
+        pid = self._pid(sdir)
+        return pid is not None and _alive(pid)
+
+    async def _kill(self, session_id: str) -> None:
+        """End the VM: QMP `quit`, then SIGKILL if it lingers."""
+        sdir = self._dir(session_id)
+        channels = self._channels.pop(session_id, None)
+        if channels is not None:
+            await channels.close()
+        pid = self._pid(sdir)
+        if pid is None or not _alive(pid):
+            return
+        with contextlib.suppress(Exception):
+            qmp = QMPClient(f"ember-{session_id}")
+            await asyncio.wait_for(qmp.connect(str(sdir / "qmp.sock")), 2)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(qmp.execute("quit"), 2)
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                await asyncio.sleep(0.01)
+
+    async def stop(self, session_id: str) -> None:
+        await asyncio.shield(self._stop(session_id))
+
+    async def _stop(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            if not sdir.exists():
+                raise SessionNotFoundError(f"no session {session_id}")
+            await self._kill(session_id)
+            (sdir / "stopped").touch()
+
+    async def freeze(self, session_id: str, layer_id: str) -> FrozenLayer:
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            info = self._read_info(session_id)
+            if self._pid_alive(sdir):
+                raise SessionStartError(f"session {session_id} is running; stop it before freezing")
+            layer = await asyncio.to_thread(
+                self.layers.publish,
+                str(sdir / "disk.qcow2"),
+                layer_id=layer_id,
+                parent=info.spec.top_layer,
+                image_id=info.spec.image_id,
+                disk_format="qcow2",
+            )
+            await asyncio.to_thread(mounts.remove_tree, str(sdir))
+            self._locks.pop(session_id, None)
+            return FrozenLayer(layer.layer_id, layer.parent, layer.size_bytes)
+
+    async def discard(self, session_id: str) -> None:
+        await asyncio.shield(self._discard(session_id))
+
+    async def _discard(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            await self._kill(session_id)
+            await asyncio.to_thread(mounts.remove_tree, str(self._dir(session_id)))
+            self._locks.pop(session_id, None)
+
+    # -- inspection -------------------------------------------------------------
+
+    def _read_info(self, session_id: str) -> SessionInfo:
+        try:
+            data = json.loads((self._dir(session_id) / "session.json").read_text())
+        except FileNotFoundError:
+            raise SessionNotFoundError(f"no session {session_id}") from None
+        return info_from_json(data)
+
+    async def info(self, session_id: str) -> SessionInfo:
+        info = self._read_info(session_id)
+        running = self._pid_alive(self._dir(session_id))
+        if running and session_id not in self._channels:
+            await self._attach(session_id)  # adopted after a restart of emberd
+        status = SessionStatus.RUNNING if running else SessionStatus.STOPPED
+        return SessionInfo(
+            info.session_id, info.runtime, status, info.started_at_ms, info.user, info.cwd,
+            info.spec,
+        )  # fmt: skip
+
+    async def usage(self, session_id: str) -> ResourceUsage:
+        sdir = self._dir(session_id)
+        if not sdir.exists():
+            raise SessionNotFoundError(f"no session {session_id}")
+        pid = self._pid(sdir)
+        cpu_ms = memory = 0
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks = os.sysconf("SC_CLK_TCK")
+                cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 // ticks
+                memory = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        disk_used = (
+            (sdir / "disk.qcow2").stat().st_blocks * 512 if (sdir / "disk.qcow2").exists() else 0
+        )
+        return ResourceUsage(cpu_ms, memory, memory, 0, disk_used)
+
+    async def sessions(self) -> list[str]:
+        return sorted(
+            p.name for p in self.vms_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    def close(self) -> None:
+        """Nothing is kept for future sessions; running VMs outlive emberd."""
+
+    def address(self, session_id: str) -> str | None:
+        return None  # microVM sessions have no network yet
+
+    async def set_network_policy(self, session_id: str, policy: Any) -> None:
+        raise EmberRuntimeError("microVM sessions have no network yet")
+
+    async def restore_networks(self, policies: Any) -> None:
+        return None

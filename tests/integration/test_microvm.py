@@ -1,0 +1,103 @@
+"""The microVM runtime on this host (TCG: its /dev/kvm cannot run a stock kernel).
+
+Each test boots real QEMU microVMs with Debian's cloud kernel and Ember's
+initramfs, and talks to the agent inside over virtio-serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from ember.image import ImageInfo
+from ember.runtime import Resources, SessionSpec, SessionStatus
+from ember.runtime.container import default_id_shift
+from ember.runtime.microvm import MicroVmRuntime
+
+from ..conftest import DATA_DIR, RUN_PREFIX, TestSession
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def vm_runtime(image: ImageInfo) -> Iterator[MicroVmRuntime]:
+    runtime = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift())
+    runtime.prepare()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def start_vm(vm_runtime: MicroVmRuntime, image: ImageInfo) -> AsyncIterator[Any]:
+    started: list[str] = []
+
+    async def start(*, top_layer: str | None = None) -> TestSession:
+        session_id = f"{RUN_PREFIX}-vm-{uuid.uuid4().hex[:6]}"
+        started.append(session_id)
+        spec = SessionSpec(
+            session_id, image.image_id, top_layer=top_layer, resources=Resources(vcpus=1)
+        )
+        await vm_runtime.start(spec)
+        return TestSession(vm_runtime, session_id)  # type: ignore[arg-type]
+
+    yield start
+    for session_id in started:
+        if session_id in await vm_runtime.sessions():
+            await vm_runtime.discard(session_id)
+
+
+async def test_a_guest_runs_its_own_kernel_and_sees_nothing_of_the_host(start_vm: Any) -> None:
+    session = await start_vm()
+    kernel = await session.run(["uname", "-r"])
+    assert kernel.exit_code == 0
+    assert kernel.stdout.decode().strip() != os.uname().release
+    assert kernel.stdout.decode().strip().endswith("-cloud-amd64")
+    whoami = await session.run(["sh", "-c", "id -un; pwd"])
+    assert whoami.stdout.decode().split() == ["vercel-sandbox", "/vercel/sandbox"]
+    # No host devices, and only the guest's own processes.
+    devices = await session.run(["ls", "/dev"])
+    assert b"kvm" not in devices.stdout and b"vda" in devices.stdout
+    processes = await session.run(["sh", "-c", "ls -d /proc/[0-9]* | wc -l"])
+    assert int(processes.stdout) < 100  # the host has far more
+    everything = await session.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert b"pytest" not in everything.stdout and b"emberd" not in everything.stdout
+
+
+async def test_files_persist_through_stop_freeze_and_a_new_session(
+    vm_runtime: MicroVmRuntime, start_vm: Any
+) -> None:
+    first = await start_vm()
+    wrote = await first.sh("echo kept > /vercel/sandbox/note.txt && sync")
+    assert wrote.exit_code == 0, wrote.stderr
+    await vm_runtime.stop(first.session_id)
+    assert (await vm_runtime.info(first.session_id)).status == SessionStatus.STOPPED
+    layer_id = f"{RUN_PREFIX}-l{uuid.uuid4().hex[:8]}"
+    frozen = await vm_runtime.freeze(first.session_id, layer_id)
+    try:
+        second = await start_vm(top_layer=frozen.layer_id)
+        read = await second.run(["cat", "/vercel/sandbox/note.txt"])
+        assert read.stdout == b"kept\n"
+        await vm_runtime.discard(second.session_id)
+    finally:
+        vm_runtime.layers.delete(layer_id)
+
+
+@pytest.mark.parametrize("trigger", ["o", "c"], ids=["poweroff", "kernel-panic"])
+async def test_a_poweroff_or_panic_ends_only_that_session_and_keeps_its_disk(
+    vm_runtime: MicroVmRuntime, start_vm: Any, trigger: str
+) -> None:
+    doomed, bystander = await asyncio.gather(start_vm(), start_vm())
+    await doomed.sh("echo before > /vercel/sandbox/state.txt && sync")
+    await doomed.start(["sh", "-c", f"echo {trigger} > /proc/sysrq-trigger"], user="root")
+    for _ in range(300):
+        if (await vm_runtime.info(doomed.session_id)).status == SessionStatus.STOPPED:
+            break
+        await asyncio.sleep(0.1)
+    assert (await vm_runtime.info(doomed.session_id)).status == SessionStatus.STOPPED
+    assert (vm_runtime.vms_dir / doomed.session_id / "disk.qcow2").exists()
+    assert (await bystander.run(["echo", "still here"])).stdout == b"still here\n"
