@@ -252,11 +252,15 @@ def cleanup_data_dir(data_dir: str) -> None:
 
     networked = os.path.isdir(os.path.join(data_dir, "network"))
     network = NetworkManager(Path(data_dir), manage_host=False) if networked else None
+    from ember.runtime.microvm import MicroVmRuntime
+
     runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0, network=network)
+    microvm = MicroVmRuntime(data_dir)
 
     async def discard_all() -> None:
-        for session_id in await runtime.sessions():
-            await runtime.discard(session_id)
+        for each in (runtime, microvm):
+            for session_id in await each.sessions():
+                await each.discard(session_id)
 
     asyncio.run(discard_all())
     runtime.close()
@@ -271,6 +275,9 @@ def _run_emberd(
     data_dir = os.path.join(DATA_DIR, f"{name}-{RUN_PREFIX}")
     os.makedirs(data_dir)
     os.symlink(os.path.join(DATA_DIR, "images"), os.path.join(data_dir, "images"))
+    # The microVM guest's kernel, initramfs and root disks: cached once for all servers.
+    os.makedirs(os.path.join(DATA_DIR, "vm"), exist_ok=True)
+    os.symlink(os.path.join(DATA_DIR, "vm"), os.path.join(data_dir, "vm"))
     port = _free_port()
     log_path = os.path.join(DATA_DIR, f"{name}-{RUN_PREFIX}.log")
     process = _spawn_emberd(data_dir, port, log_path, extra_args)
@@ -298,6 +305,7 @@ def _run_emberd(
             proc_.terminate()
             proc_.wait(30)
         os.unlink(os.path.join(data_dir, "images"))
+        os.unlink(os.path.join(data_dir, "vm"))
         cleanup_data_dir(data_dir)
         if request.session.testsfailed == 0 and os.path.exists(log_path):
             os.unlink(log_path)  # kept only to debug a failed run

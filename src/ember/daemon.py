@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session as DbSession
@@ -14,8 +14,12 @@ from sqlalchemy.orm import Session as DbSession
 from ember.control import ControlPlane, Settings, create_token, ensure_project, has_tokens
 from ember.control.auth import DEFAULT_PROJECT
 from ember.image import ImageRecipe, ImageStore
+from ember.image.kernel import GuestAssetError
 from ember.network import EgressSettings, NetworkManager
+from ember.runtime import proc
 from ember.runtime.container import ContainerRuntime, default_id_shift
+from ember.runtime.microvm import MicroVmRuntime
+from ember.runtime.select import Runtimes
 from ember.snapshots import LayerStore
 from ember.store import Database, models
 
@@ -56,8 +60,37 @@ def build_plane(
         if settings.network
         else None
     )
-    runtime = ContainerRuntime(settings.data_dir, layers=layers, id_shift=shift, network=network)
-    return ControlPlane(settings, database, runtime, layers, image.image_id)
+    container = ContainerRuntime(settings.data_dir, layers=layers, id_shift=shift, network=network)
+    microvm, settings = _microvm(settings, layers, shift, on_progress)
+    return ControlPlane(settings, database, Runtimes(container, microvm), layers, image.image_id)
+
+
+def _microvm(
+    settings: Settings, layers: LayerStore, shift: int, on_progress: Callable[[str], None]
+) -> tuple[MicroVmRuntime | None, Settings]:
+    """The microVM runtime, if this host can run it, and the settings that say so.
+
+    `auto` (the default) makes microVMs the default where the probe boot shows
+    hardware virtualization works; under software emulation (TCG) they stay
+    available on request, and containers are the default.
+    """
+    if settings.runtime == "container":
+        return None, replace(settings, runtimes=("container",), default_runtime="container")
+    microvm = MicroVmRuntime(settings.data_dir, layers=layers, id_shift=shift)
+    try:
+        on_progress("microVM guest kernel and initramfs")
+        verdict = microvm.prepare()
+    except (GuestAssetError, OSError, proc.ProcessError) as exc:
+        if settings.runtime == "microvm":
+            raise
+        log.warning("microVMs are not available on this host: %s", exc)
+        return None, replace(settings, runtimes=("container",), default_runtime="container")
+    log.info("microVM acceleration: %s (%s)", verdict["accel"], verdict["why"])
+    if settings.runtime == "microvm" or verdict["accel"] == "kvm":
+        default = "microvm"
+    else:
+        default = "container"
+    return microvm, replace(settings, runtimes=("container", "microvm"), default_runtime=default)
 
 
 def write_client_config(data_dir: Path, url: str, token: str, project: models.Project) -> Path:

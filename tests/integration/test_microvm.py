@@ -101,3 +101,28 @@ async def test_a_poweroff_or_panic_ends_only_that_session_and_keeps_its_disk(
     assert (await vm_runtime.info(doomed.session_id)).status == SessionStatus.STOPPED
     assert (vm_runtime.vms_dir / doomed.session_id / "disk.qcow2").exists()
     assert (await bystander.run(["echo", "still here"])).stdout == b"still here\n"
+
+
+def test_a_microvm_sandbox_through_the_api_keeps_its_files_across_stop_and_resume(
+    emberd: Any,
+) -> None:
+    """`runtime: "microvm"` (Ember's extension) on create; the rest of the API unchanged."""
+    from .test_api_lifecycle import create, run, stop, write_file
+
+    with emberd.client() as api:
+        created = create(api, runtime="microvm", persistent=True)
+        sandbox, session = created["sandbox"], created["session"]
+        assert sandbox["runtime"] == "microvm" and session["runtime"] == "microvm"
+        code, out, _ = run(api, session["id"], "uname", "-r")
+        assert code == 0 and out.strip() != os.uname().release
+        write_file(api, session["id"], "vercel/sandbox/notes.txt", b"kept in a qcow2 layer")
+        stopped = stop(api, session["id"])
+        assert stopped["snapshot"]["status"] == "created"
+        resumed = api.get(f"/v2/sandboxes/{sandbox['name']}", params={"resume": "true"}).json()
+        assert resumed["session"]["runtime"] == "microvm"
+        read = api.post(
+            f"/v2/sandboxes/sessions/{resumed['session']['id']}/fs/read",
+            json={"path": "notes.txt"},
+        )
+        assert read.status_code == 200 and read.content == b"kept in a qcow2 layer"
+        assert api.delete(f"/v2/sandboxes/{sandbox['name']}").status_code == 200

@@ -159,6 +159,13 @@ def serve(
         Path | None,
         typer.Option(help="Extra CA bundle the egress proxy trusts when it re-encrypts."),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="Default isolation: auto (microVMs where hardware virtualization works, "
+            "else containers), container (no microVMs), or microvm."
+        ),
+    ] = "auto",
 ) -> None:
     """Run emberd, the Ember server."""
     import logging
@@ -180,7 +187,10 @@ def serve(
         network=network,
         dns_servers=tuple(dns_server or ()),
         upstream_ca=upstream_ca.resolve() if upstream_ca else None,
+        runtime=runtime,
     )
+    if runtime not in ("auto", "container", "microvm"):
+        fail("--runtime must be auto, container or microvm")
     with console.status("preparing the base image") as status:
         plane = build_plane(settings, lambda line: status.update(f"base image: {line[:100]}"))
     url = f"http://{host}:{port}"

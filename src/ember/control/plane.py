@@ -251,6 +251,7 @@ class ControlPlane:
             ),
             hostname=_hostname(sandbox.name),
             network_policy=sandbox.network_policy,
+            runtime=sandbox.runtime,
         )
         try:
             info = await self.runtime.start(spec)

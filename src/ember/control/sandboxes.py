@@ -17,7 +17,7 @@ from ember.wire.sandbox import CreateSandboxRequest, ForkSandboxRequest, UpdateS
 from .auth import Principal
 from .ids import new_id, new_sandbox_name
 from .pagination import check_limit, decode_cursor, encode_cursor
-from .settings import LEGACY_RUNTIMES
+from .settings import ISOLATION, LEGACY_RUNTIMES
 from .states import ACTIVE
 
 if TYPE_CHECKING:
@@ -60,9 +60,26 @@ class Sandboxes:
 
     # -- helpers --------------------------------------------------------------
 
+    def _isolation(self, runtime: str | None) -> str:
+        """Ember's extension of `runtime`: "container" or "microvm" picks the
+        isolation; the reference's language runtimes are image names."""
+        if runtime in ISOLATION:
+            assert runtime is not None
+            if runtime not in self.plane.settings.runtimes:
+                raise errors.BadRequestError(
+                    f"this server runs {' and '.join(self.plane.settings.runtimes)} sessions, "
+                    f"not {runtime}"
+                )
+            return runtime
+        return self.plane.settings.default_runtime
+
     def _image_id(self, image: str | None, runtime: str | None) -> str:
+        if runtime in ISOLATION:
+            runtime = None
         if runtime is not None and runtime not in LEGACY_RUNTIMES:
-            raise errors.BadRequestError(f"runtime must be one of {', '.join(LEGACY_RUNTIMES)}")
+            raise errors.BadRequestError(
+                f"runtime must be one of {', '.join((*ISOLATION, *LEGACY_RUNTIMES))}"
+            )
         if (
             image is None
             or image == self.plane.image_id
@@ -127,7 +144,10 @@ class Sandboxes:
 
     async def create(self, principal: Principal, request: CreateSandboxRequest) -> SandboxState:
         image_id = self._image_id(request.image, request.runtime)
-        if request.source is not None and (request.image or request.runtime):
+        isolation = self._isolation(request.runtime)
+        if request.source is not None and (
+            request.image or (request.runtime and request.runtime not in ISOLATION)
+        ):
             raise errors.BadRequestError("a snapshot source excludes image and runtime")
         vcpus, memory = self._resources(request, self.plane.settings.default_vcpus, None)
         now = self.plane.clock()
@@ -147,7 +167,7 @@ class Sandboxes:
                 memory=memory,
                 timeout_ms=self._timeout(request.timeout),
                 image_id=image,
-                runtime="container",
+                runtime=isolation,
                 region=request.region or self.plane.settings.region,
                 env=request.env or {},
                 tags=request.tags or {},

@@ -24,6 +24,7 @@ DEFAULT_IMAGE_ALIASES = (
     "vercel/sandbox/python:3.14",
 )
 LEGACY_RUNTIMES = ("node22", "node24", "node26", "python3.13")
+ISOLATION = ("container", "microvm")  # Ember's own values of `runtime`
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Settings:
     network: bool = True  # per-session networks (off: sessions have loopback only)
     dns_servers: tuple[str, ...] = ()  # sessions' names resolve here; none: the host's
     upstream_ca: Path | None = None  # extra CAs the egress proxy trusts upstream
+    runtime: str = "auto"  # `ember serve --runtime`: auto | container | microvm
+    runtimes: tuple[str, ...] = ("container",)  # what this server runs (from `runtime`)
+    default_runtime: str = "container"  # for a create that names none
 
     @property
     def database_path(self) -> Path:

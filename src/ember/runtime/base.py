@@ -54,6 +54,7 @@ class SessionSpec:
     hostname: str = "sandbox"
     netns_path: str | None = None  # join this network namespace instead of a new one
     network_policy: Mapping[str, Any] | None = None  # stored policy shape; None: no network
+    runtime: str = "container"  # which runtime runs it: "container" | "microvm"
 
 
 class SessionStatus(enum.StrEnum):

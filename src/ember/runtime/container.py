@@ -202,6 +202,11 @@ class ContainerRuntime:
                 )
             user, workdir = str(image.recipe["user"]), str(image.recipe["workdir"])
             chain = self.layers.chain(spec.top_layer) if spec.top_layer else []
+            if any(layer.format != "ext4" for layer in chain):
+                raise SessionStartError(
+                    f"snapshot layer {spec.top_layer} was made by the microVM runtime; "
+                    "a container cannot start from it"
+                )
             self._private_dir(sdir)
             started_at_ms = int(time.time() * 1000)
             try:

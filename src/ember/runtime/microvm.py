@@ -11,6 +11,7 @@ Per session, under `<data_dir>/vms/<id>/` (mode 0700):
     qmp.sock      QMP, spoken with the `qemu.qmp` library
     console.log   the guest's serial console
     qemu.pid      QEMU daemonizes: sessions outlive emberd and are adopted
+    qemu.log      what QEMU itself says
     session.json  the spec and start time, for info() and recovery
 
 The guest boots Debian's cloud kernel with Ember's initramfs (`image/`),
@@ -57,6 +58,8 @@ from .qemu import VmConfig, acceleration, qemu_argv
 
 AGENT_READY_TIMEOUT_S = 180.0  # a cold boot under TCG takes seconds, on a busy host more
 STOP_TIMEOUT_S = 10.0
+QEMU_START_TIMEOUT_S = 60.0
+SYNC_TIMEOUT_S = 30.0
 DEFAULT_USER = "vercel-sandbox"
 DEFAULT_WORKDIR = "/vercel/sandbox"
 
@@ -72,6 +75,26 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     return False
+
+
+async def _daemonize(argv: list[str], log_path: Path) -> None:
+    """Run QEMU with -daemonize: returns once its first process exits (the VM
+    runs on). Its output goes to a file, not pipes: the daemon would hold a
+    pipe open."""
+    with open(log_path, "ab") as log:
+        child = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        code = await asyncio.wait_for(child.wait(), QEMU_START_TIMEOUT_S)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        raise
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise proc.ProcessError(argv, code, tail.encode())
 
 
 class MicroVmRuntime:
@@ -115,6 +138,9 @@ class MicroVmRuntime:
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
+    def holds(self, session_id: str) -> bool:
+        return self._dir(session_id).is_dir()
+
     def agent(self, session_id: str) -> AgentClient:
         return AgentClient(str(self._dir(session_id) / "agent.sock"))
 
@@ -129,7 +155,7 @@ class MicroVmRuntime:
             started_at_ms = int(time.time() * 1000)
             try:
                 config = await asyncio.to_thread(self._prepare, sdir, spec)
-                await proc.run_async(qemu_argv(config), timeout_s=60)
+                await _daemonize(qemu_argv(config), sdir / "qemu.log")
                 await self._attach(spec.session_id)
                 await self._wait_for_agent(sdir)
             except BaseException as exc:
@@ -270,8 +296,20 @@ class MicroVmRuntime:
             sdir = self._dir(session_id)
             if not sdir.exists():
                 raise SessionNotFoundError(f"no session {session_id}")
+            await self._sync_guest(session_id)
             await self._kill(session_id)
             (sdir / "stopped").touch()
+
+    async def _sync_guest(self, session_id: str) -> None:
+        """Flush the guest's page cache to its disk before the VM ends (a container's
+        writes are the host kernel's already; a guest's are not)."""
+        if not self._pid_alive(self._dir(session_id)):
+            return
+        agent = self.agent(session_id)
+        cmd_id = f"ember-sync-{int(time.time() * 1000)}"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(agent.exec(cmd_id, ["sync"], user="root"), SYNC_TIMEOUT_S)
+            await asyncio.wait_for(agent.wait(cmd_id), SYNC_TIMEOUT_S)
 
     async def freeze(self, session_id: str, layer_id: str) -> FrozenLayer:
         async with self._lock(session_id):
