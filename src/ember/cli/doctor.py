@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,15 +32,19 @@ def _tool(name: str, *version_args: str) -> Probe:
     return Probe(name, done.returncode == 0, first[0] if first else path)
 
 
-def probe_kvm() -> Probe:
-    """Whether /dev/kvm exists. A device is not proof: the microVM runtime boots a probe guest."""
-    if not os.path.exists("/dev/kvm"):
+def probe_microvm(data_dir: str) -> Probe:
+    """The acceleration verdict of the microVM runtime's probe boot (cached by
+    `ember serve`); /dev/kvm existing is not proof that KVM works."""
+    verdict_path = Path(data_dir) / "vm" / "accel.json"
+    try:
+        verdict = json.loads(verdict_path.read_text())
+    except (OSError, ValueError):
+        device = "/dev/kvm exists" if os.path.exists("/dev/kvm") else "no /dev/kvm"
         return Probe(
-            "kvm", False, "/dev/kvm is absent: microVMs would run under TCG (~16x slower CPU)"
+            "microvm", False, f"{device}; not probed yet (`ember serve` boots a probe guest)"
         )
-    return Probe(
-        "kvm", True, "/dev/kvm exists (not yet proven by a probe boot; microVMs come later)"
-    )
+    accel = verdict.get("accel")
+    return Probe("microvm", accel == "kvm", f"{accel}: {verdict.get('why')}")
 
 
 def probe_ip_forward() -> Probe:
@@ -87,7 +92,7 @@ def run_probes(data_dir: str) -> list[Probe]:
             "overlay" in Path("/proc/filesystems").read_text(encoding="ascii"),
             "/proc/filesystems",
         ),
-        probe_kvm(),
+        probe_microvm(data_dir),
         probe_ip_forward(),
         probe_disk(data_dir),
     ]
