@@ -61,12 +61,16 @@ def build_plane(
         else None
     )
     container = ContainerRuntime(settings.data_dir, layers=layers, id_shift=shift, network=network)
-    microvm, settings = _microvm(settings, layers, shift, on_progress)
+    microvm, settings = _microvm(settings, layers, shift, network, on_progress)
     return ControlPlane(settings, database, Runtimes(container, microvm), layers, image.image_id)
 
 
 def _microvm(
-    settings: Settings, layers: LayerStore, shift: int, on_progress: Callable[[str], None]
+    settings: Settings,
+    layers: LayerStore,
+    shift: int,
+    network: NetworkManager | None,
+    on_progress: Callable[[str], None],
 ) -> tuple[MicroVmRuntime | None, Settings]:
     """The microVM runtime, if this host can run it, and the settings that say so.
 
@@ -76,7 +80,7 @@ def _microvm(
     """
     if settings.runtime == "container":
         return None, replace(settings, runtimes=("container",), default_runtime="container")
-    microvm = MicroVmRuntime(settings.data_dir, layers=layers, id_shift=shift)
+    microvm = MicroVmRuntime(settings.data_dir, layers=layers, id_shift=shift, network=network)
     try:
         on_progress("microVM guest kernel and initramfs")
         verdict = microvm.prepare()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -126,3 +127,110 @@ def test_a_microvm_sandbox_through_the_api_keeps_its_files_across_stop_and_resum
         )
         assert read.status_code == 200 and read.content == b"kept in a qcow2 layer"
         assert api.delete(f"/v2/sandboxes/{sandbox['name']}").status_code == 200
+
+
+async def test_a_microvm_gets_the_session_network_and_its_policy(
+    image: ImageInfo, upstream: Any, tmp_path: Any
+) -> None:
+    """A tap bridged into the session's namespace: the same firewall, DNS and proxy."""
+    from ember.network import EgressSettings, NetworkManager
+    from ember.testing.netlab import UPSTREAM_IP
+
+    network = await asyncio.to_thread(
+        NetworkManager, tmp_path, egress=EgressSettings([UPSTREAM_IP], upstream.ca_path)
+    )
+    runtime = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift(), network=network)
+    session_id = f"{RUN_PREFIX}-vmnet-{uuid.uuid4().hex[:6]}"
+    try:
+        await asyncio.to_thread(runtime.prepare)
+        await runtime.start(
+            SessionSpec(session_id, image.image_id, network_policy={"mode": "allow-all"})
+        )
+        session = TestSession(runtime, session_id)  # type: ignore[arg-type]
+        fetch = ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"]
+        assert (await session.run([*fetch, "http://api.example.test/"])).stdout == b"200"
+        # Runtimes take the stored form (the API's parse adds "mode").
+        await runtime.set_network_policy(
+            session_id, {"mode": "custom", "allow": ["api.example.test"]}
+        )
+        assert (await session.run([*fetch, "http://api.example.test/"])).stdout == b"200"
+        assert (await session.run([*fetch, "http://bad.test/"])).stdout == b"000"  # no name
+        # Header injection: the guest trusts the installation's CA (bound over its bundle).
+        secret = {"headers": {"authorization": "Bearer vm-secret"}}
+        await runtime.set_network_policy(
+            session_id, {"mode": "custom", "allow": {"secret.test": [{"transform": [secret]}]}}
+        )
+        seen = await session.run(["curl", "-s", "-m", "10", "https://secret.test/"])
+        assert b"vm-secret" in seen.stdout, seen.stderr
+        await runtime.set_network_policy(session_id, {"mode": "deny-all"})
+        assert (await session.run([*fetch, "http://api.example.test/"])).stdout == b"000"
+        usage = await runtime.usage(session_id)
+        assert usage.ingress_bytes > 0 and usage.egress_bytes > 0
+    finally:
+        if session_id in await runtime.sessions():
+            await runtime.discard(session_id)
+        await asyncio.to_thread(network.firewall.uninstall)
+        network.close()
+    assert network.address(session_id) is None  # its lease went with it
+
+
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done"
+
+
+async def _numbers(session: TestSession, cmd_id: str, at_least: int) -> list[int]:
+    """The counter's output so far, once it has printed `at_least` numbers."""
+    for _ in range(300):
+        seen: list[int] = []
+        async for item in session.agent.logs(cmd_id):
+            if hasattr(item, "data"):
+                seen += [int(n) for n in item.data.split()]
+                if len(seen) >= at_least:
+                    return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the counter printed only {seen}")
+
+
+async def test_pause_and_resume_keep_processes_and_memory(
+    vm_runtime: MicroVmRuntime, start_vm: Any
+) -> None:
+    session = await start_vm()
+    counter = await session.start(["sh", "-c", COUNTER])
+    before = await _numbers(session, counter, 3)
+    await vm_runtime.pause(session.session_id)
+    assert (await vm_runtime.info(session.session_id)).status == SessionStatus.STOPPED
+    await vm_runtime.resume(session.session_id)
+    after = await _numbers(session, counter, len(before) + 5)
+    # The same process went on counting: no restart from 1, no gap.
+    assert after[: len(before)] == before
+    assert after == list(range(1, len(after) + 1))
+    clock = await session.run(["date", "+%s"])
+    assert abs(int(clock.stdout) - int(time.time())) < 5  # set after the restore
+
+
+async def test_forks_of_a_paused_session_share_its_state_and_diverge(
+    vm_runtime: MicroVmRuntime, start_vm: Any
+) -> None:
+    source = await start_vm()
+    await source.sh("echo shared > /vercel/sandbox/state.txt")
+    await vm_runtime.pause(source.session_id)
+    forks = []
+    for _ in range(2):
+        fork_id = f"{RUN_PREFIX}-vmf-{uuid.uuid4().hex[:6]}"
+        await vm_runtime.fork(source.session_id, fork_id)
+        await vm_runtime.resume(fork_id)
+        fork = TestSession(vm_runtime, fork_id)  # type: ignore[arg-type]
+        fork._n = 1000  # the fork's agent remembers the source's commands: new ids
+        forks.append(fork)
+    try:
+        for fork in forks:
+            assert (await fork.run(["cat", "/vercel/sandbox/state.txt"])).stdout == b"shared\n"
+        await forks[0].sh("echo mine > /vercel/sandbox/state.txt")
+        assert (await forks[1].run(["cat", "/vercel/sandbox/state.txt"])).stdout == b"shared\n"
+        draws = [
+            (await fork.run(["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"])).stdout
+            for fork in forks
+        ]
+        assert draws[0] != draws[1]
+    finally:
+        for fork in forks:
+            await vm_runtime.discard(fork.session_id)

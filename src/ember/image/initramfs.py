@@ -72,8 +72,9 @@ def _agent_sources() -> list[Path]:
     return sorted(root.glob("*.py"))
 
 
-def initramfs_key(kernel: GuestKernel, busybox: Path) -> str:
+def initramfs_key(kernel: GuestKernel, busybox: Path, ca_pem: bytes = b"") -> str:
     digest = hashlib.sha256()
+    digest.update(ca_pem)
     digest.update(kernel.version.encode())
     digest.update(busybox.read_bytes())
     digest.update(INIT_SCRIPT.read_bytes())
@@ -84,10 +85,13 @@ def initramfs_key(kernel: GuestKernel, busybox: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_initramfs(data_dir: Path, kernel: GuestKernel, busybox: Path) -> Path:
-    """The initramfs for this kernel and agent (built once)."""
+def build_initramfs(
+    data_dir: Path, kernel: GuestKernel, busybox: Path, ca_pem: bytes = b""
+) -> Path:
+    """The initramfs for this kernel and agent (built once); with `ca_pem`, the
+    installation's egress CA, which init adds to the guest's trust store."""
     directory = data_dir / "vm" / "initramfs"
-    target = directory / f"{initramfs_key(kernel, busybox)}.cpio.gz"
+    target = directory / f"{initramfs_key(kernel, busybox, ca_pem)}.cpio.gz"
     if target.exists():
         return target
     with locked_dir(directory):
@@ -107,6 +111,8 @@ def build_initramfs(data_dir: Path, kernel: GuestKernel, busybox: Path) -> Path:
             (tree / "init").chmod(0o755)
             for source in _agent_sources():
                 shutil.copy2(source, tree / "agent" / source.name)
+            if ca_pem:
+                (tree / "ember-ca.crt").write_bytes(ca_pem)
             archive = Path(scratch) / "initramfs.cpio.gz"
             listing = proc.run(["find", "."], cwd=str(tree), timeout_s=60).stdout
             packed = proc.run(

@@ -77,12 +77,16 @@ def inside_namespace(path: str, configure: Callable[[IPRoute], None]) -> None:
         raise failure[0]
 
 
-def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwork:
+def create_session_network(
+    lease: Lease, pid: int | None = None, *, tap: str | None = None
+) -> SessionNetwork:
     """`lo` and `eth0` (the lease's sandbox address, routed via the host) in a namespace.
 
     With `pid`, the namespace is that process's: a container's, made by runc
     inside the session's user namespace (which mounting sysfs needs).
-    Without, a named namespace is made.
+    Without, a named namespace is made. With `tap` (a microVM's), `eth0`
+    gets no address: it is bridged with a tap device of that name, and the
+    guest behind the tap takes the sandbox address itself.
     """
     name = f"/proc/{pid}/ns/net" if pid else netns_name(lease.session_id)
     network = SessionNetwork(lease.session_id, lease, name, host_interface(lease.session_id))
@@ -101,6 +105,9 @@ def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwo
         def configure(ns: IPRoute) -> None:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             eth = ns.link_lookup(ifname="eth0")[0]
+            if tap is not None:
+                bridge_with_tap(ns, eth, tap)
+                return
             ns.addr("add", index=eth, address=str(lease.sandbox_ip), prefixlen=30)
             ns.link("set", index=eth, state="up")
             ns.route("add", dst="0.0.0.0/0", gateway=str(lease.host_ip))
@@ -110,6 +117,18 @@ def create_session_network(lease: Lease, pid: int | None = None) -> SessionNetwo
         destroy_session_network(network)
         raise NetworkError(f"session {lease.session_id}: cannot set up its network: {exc}") from exc
     return network
+
+
+def bridge_with_tap(ns: IPRoute, eth: int, tap: str) -> None:
+    """`br0` joining `eth0` and a new tap device: the guest's frames reach the host's veth."""
+    ns.link("add", ifname=tap, kind="tuntap", mode="tap")
+    ns.link("add", ifname="br0", kind="bridge")
+    bridge = ns.link_lookup(ifname="br0")[0]
+    tap_index = ns.link_lookup(ifname=tap)[0]
+    for index in (eth, tap_index):
+        ns.link("set", index=index, master=bridge)
+        ns.link("set", index=index, state="up")
+    ns.link("set", index=bridge, state="up")
 
 
 def destroy_session_network(network: SessionNetwork) -> None:

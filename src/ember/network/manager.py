@@ -176,6 +176,19 @@ class NetworkManager:
             raise
         return network
 
+    def attach_tap(
+        self, session_id: str, policy: Mapping[str, Any] | None, tap: str
+    ) -> SessionNetwork:
+        """A microVM's network: a named namespace whose `eth0` is bridged with
+        the tap device `tap`, for QEMU to open from inside that namespace."""
+        network = create_session_network(self.pool.lease(session_id), tap=tap)
+        try:
+            self._set_policy(session_id, network.host_if, str(network.lease.sandbox_ip), policy)
+        except BaseException:
+            self.detach(session_id)
+            raise
+        return network
+
     def _set_policy(
         self, session_id: str, host_if: str, address: str, policy: Mapping[str, Any] | None
     ) -> None:

@@ -66,7 +66,7 @@ class HostChannels:
                 self._send(channel, DATA, data)
                 assert self._port_writer is not None
                 await self._port_writer.drain()
-        except (ConnectionError, OSError):
+        except (OSError, RuntimeError):  # the client or the VM went away
             pass
         self._send(channel, CLOSE)
         await state.guest_done.wait()
@@ -84,13 +84,17 @@ class HostChannels:
                 state = self._channels.get(channel)
                 if state is None:
                     continue
-                if kind == DATA:
-                    state.writer.write(payload)
-                    with contextlib.suppress(ConnectionError):
+                # The connection may be gone already (the client hung up): uvloop
+                # then raises RuntimeError, asyncio's own transports OSError.
+                try:
+                    if kind == DATA:
+                        state.writer.write(payload)
                         await state.writer.drain()
-                elif kind == CLOSE:
-                    with contextlib.suppress(OSError):
+                    elif kind == CLOSE:
                         state.writer.write_eof()
+                except (OSError, RuntimeError):
+                    state.guest_done.set()
+                if kind == CLOSE:
                     state.guest_done.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the VM is gone

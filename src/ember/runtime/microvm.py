@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from ember.image import ImageStore
 from ember.image.initramfs import build_initramfs
 from ember.image.kernel import GuestAssetError, GuestKernel, fetch_busybox, fetch_kernel
 from ember.image.vmdisk import DISK_MIB, root_disk
+from ember.network import NetworkManager
 from ember.snapshots import LayerStore
 
 from . import mounts, proc
@@ -62,6 +65,7 @@ QEMU_START_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 30.0
 DEFAULT_USER = "vercel-sandbox"
 DEFAULT_WORKDIR = "/vercel/sandbox"
+TAP = "tap0"  # in the session's own namespace
 
 
 def _alive(pid: int) -> bool:
@@ -106,6 +110,7 @@ class MicroVmRuntime:
         *,
         layers: LayerStore | None = None,
         id_shift: int = 0,
+        network: NetworkManager | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.vms_dir = self.data_dir / "vms"
@@ -113,6 +118,7 @@ class MicroVmRuntime:
         self.layers = layers or LayerStore(self.data_dir)
         self.images = ImageStore(self.data_dir)
         self.id_shift = id_shift
+        self.network = network
         self._channels: dict[str, HostChannels] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._kernel: GuestKernel | None = None
@@ -125,8 +131,12 @@ class MicroVmRuntime:
         """Fetch and build what guests boot from, and probe the acceleration (all cached)."""
         if self._kernel is None or self._initramfs is None:
             self._kernel = fetch_kernel(self.data_dir)
+            egress = self.network.egress if self.network is not None else None
             self._initramfs = build_initramfs(
-                self.data_dir, self._kernel, fetch_busybox(self.data_dir)
+                self.data_dir,
+                self._kernel,
+                fetch_busybox(self.data_dir),
+                egress.ca.cert_pem if egress is not None else b"",
             )
         verdict = acceleration(self.data_dir, self._kernel.vmlinuz, self._initramfs)
         self._accel = str(verdict["accel"])
@@ -154,13 +164,17 @@ class MicroVmRuntime:
             sdir.mkdir(mode=0o700)
             started_at_ms = int(time.time() * 1000)
             try:
-                config = await asyncio.to_thread(self._prepare, sdir, spec)
-                await _daemonize(qemu_argv(config), sdir / "qemu.log")
+                config, netns = await asyncio.to_thread(self._prepare, sdir, spec)
+                argv = qemu_argv(config)
+                if netns is not None:  # QEMU opens the tap inside the session's namespace
+                    argv = ["ip", "netns", "exec", netns, *argv]
+                (sdir / "qemu.argv.json").write_text(json.dumps(argv))
+                await _daemonize(argv, sdir / "qemu.log")
                 await self._attach(spec.session_id)
                 await self._wait_for_agent(sdir)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    await self._kill(spec.session_id)
+                    await self._end(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
                 if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
                     raise SessionStartError(
@@ -195,7 +209,7 @@ class MicroVmRuntime:
             raise SessionStartError(f"no image {spec.image_id}")
         return root_disk(self.data_dir, image, self.id_shift, DISK_MIB), "raw"
 
-    def _prepare(self, sdir: Path, spec: SessionSpec) -> VmConfig:
+    def _prepare(self, sdir: Path, spec: SessionSpec) -> tuple[VmConfig, str | None]:
         self.prepare()
         assert self._kernel is not None and self._initramfs is not None and self._accel
         backing, backing_format = self._backing(spec)
@@ -205,6 +219,18 @@ class MicroVmRuntime:
             timeout_s=60,
         )  # fmt: skip
         resources = spec.resources
+        kernel_args = {
+            "time": str(int(time.time())),
+            "user": DEFAULT_USER,
+            "workdir": DEFAULT_WORKDIR,
+            "hostname": spec.hostname,
+        }
+        netns = tap = None
+        if self.network is not None and spec.network_policy is not None:
+            network = self.network.attach_tap(spec.session_id, spec.network_policy, TAP)
+            kernel_args["address"] = f"{network.lease.sandbox_ip}/30"
+            kernel_args["gateway"] = str(network.lease.host_ip)
+            netns, tap = network.netns, TAP
         config = VmConfig(
             kernel=self._kernel.vmlinuz,
             initramfs=self._initramfs,
@@ -216,14 +242,10 @@ class MicroVmRuntime:
             qmp_socket=sdir / "qmp.sock",
             console_log=sdir / "console.log",
             pidfile=sdir / "qemu.pid",
-            kernel_args={
-                "time": str(int(time.time())),
-                "user": DEFAULT_USER,
-                "workdir": DEFAULT_WORKDIR,
-                "hostname": spec.hostname,
-            },
+            kernel_args=kernel_args,
+            tap=tap,
         )
-        return config
+        return config, netns
 
     async def _attach(self, session_id: str) -> None:
         """Start the agent channels' host end for a running VM (at start or adoption)."""
@@ -263,6 +285,116 @@ class MicroVmRuntime:
         pid = self._pid(sdir)
         return pid is not None and _alive(pid)
 
+    # -- pause and resume, with memory ------------------------------------------
+
+    async def _qmp(self, session_id: str) -> QMPClient:
+        qmp = QMPClient(f"ember-{session_id}")
+        await asyncio.wait_for(qmp.connect(str(self._dir(session_id) / "qmp.sock")), 5)
+        return qmp
+
+    async def pause(self, session_id: str) -> None:
+        """Save the running VM's memory and device state to `memory.bin`, then end
+        the VM; its disk and network stay. `resume` brings it back as it was."""
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            if not self._pid_alive(sdir):
+                raise EmberRuntimeError(f"session {session_id} is not running")
+            staged = sdir / "memory.bin.tmp"
+            qmp = await self._qmp(session_id)
+            try:
+                await qmp.execute("stop")
+                # QEMU 7.2 migrates to a file through a command; `file:` came later.
+                await qmp.execute("migrate", {"uri": f"exec:cat > {staged}"})
+                while True:
+                    state = await qmp.execute("query-migrate")
+                    status = state.get("status") if isinstance(state, dict) else None
+                    if status == "completed":
+                        break
+                    if status in ("failed", "cancelled"):
+                        await qmp.execute("cont")
+                        raise EmberRuntimeError(f"saving the memory of {session_id} {status}")
+                    await asyncio.sleep(0.02)
+            finally:
+                with contextlib.suppress(Exception):
+                    await qmp.disconnect()
+            os.rename(staged, sdir / "memory.bin")
+            await self._kill(session_id)
+            (sdir / "paused").touch()
+
+    async def resume(self, session_id: str) -> None:
+        """Start a paused VM again from its memory: processes, open files and
+        memory as they were; the guest's clock is set and its RNG reseeded."""
+        async with self._lock(session_id):
+            sdir = self._dir(session_id)
+            memory = sdir / "memory.bin"
+            if not (sdir / "paused").exists() or not memory.exists():
+                raise EmberRuntimeError(f"session {session_id} is not paused")
+            argv = json.loads((sdir / "qemu.argv.json").read_text())
+            await _daemonize([*argv, "-incoming", f"exec:cat {memory}"], sdir / "qemu.log")
+            qmp = await self._qmp(session_id)
+            try:
+                while True:  # the incoming migration loads before the VM may run
+                    state = await qmp.execute("query-status")
+                    if isinstance(state, dict) and state.get("status") != "inmigrate":
+                        break
+                    await asyncio.sleep(0.02)
+                await qmp.execute("cont")
+            finally:
+                with contextlib.suppress(Exception):
+                    await qmp.disconnect()
+            await self._attach(session_id)
+            await self._wait_for_agent(sdir)
+            await self._after_restore(session_id)
+            (sdir / "paused").unlink()
+
+    async def fork(self, session_id: str, new_session_id: str) -> None:
+        """A paused copy of a paused session: its disk copied, its memory shared
+        (read only, by the incoming migration). `resume` starts it; the restore
+        reseeds its RNG, so two forks draw different randomness."""
+        async with self._lock(session_id):
+            sdir, new = self._dir(session_id), self._dir(new_session_id)
+            if not (sdir / "paused").exists():
+                raise EmberRuntimeError(f"session {session_id} is not paused")
+            if self.network is not None and self.network.address(session_id) is not None:
+                raise EmberRuntimeError("forking a microVM with a network is not supported yet")
+            new.mkdir(mode=0o700)
+            try:
+                await proc.run_async(
+                    ["cp", "--sparse=always", str(sdir / "disk.qcow2"), str(new / "disk.qcow2")],
+                    timeout_s=600,
+                )
+                os.link(sdir / "memory.bin", new / "memory.bin")
+                argv = json.loads((sdir / "qemu.argv.json").read_text())
+                renamed = [arg.replace(str(sdir), str(new)) for arg in argv]
+                (new / "qemu.argv.json").write_text(json.dumps(renamed))
+                info = self._read_info(session_id)
+                spec = dataclasses.replace(info.spec, session_id=new_session_id)
+                copy = dataclasses.replace(info, session_id=new_session_id, spec=spec)
+                (new / "session.json").write_text(json.dumps(info_to_json(copy)))
+                (new / "paused").touch()
+            except BaseException:
+                await asyncio.to_thread(mounts.remove_tree, str(new))
+                raise
+
+    async def _after_restore(self, session_id: str) -> None:
+        """A restored guest's clock is the pause's and its RNG state a copy: set the
+        one and reseed the other with the host's randomness."""
+        agent = self.agent(session_id)
+        seed = os.urandom(64).hex()
+        script = (
+            "import fcntl, os, time;"
+            f"time.clock_settime(time.CLOCK_REALTIME, {time.time()!r});"
+            "fd = os.open('/dev/urandom', os.O_WRONLY);"
+            f"os.write(fd, bytes.fromhex('{seed}'));"
+            "fcntl.ioctl(fd, 0x5207);"  # RNDRESEEDCRNG: use what was just added, now
+            "os.close(fd)"
+        )
+        cmd_id = f"ember-restore-{int(time.time() * 1000)}"
+        await agent.exec(cmd_id, ["/usr/bin/python3", "-I", "-c", script], user="root")
+        status = await asyncio.wait_for(agent.wait(cmd_id), SYNC_TIMEOUT_S)
+        if status.exit_code != 0:
+            raise EmberRuntimeError(f"could not set the clock of {session_id} after restore")
+
     async def _kill(self, session_id: str) -> None:
         """End the VM: QMP `quit`, then SIGKILL if it lingers."""
         sdir = self._dir(session_id)
@@ -288,6 +420,12 @@ class MicroVmRuntime:
             while _alive(pid):
                 await asyncio.sleep(0.01)
 
+    async def _end(self, session_id: str) -> None:
+        """End the VM and take its network down."""
+        await self._kill(session_id)
+        if self.network is not None:
+            await asyncio.to_thread(self.network.detach, session_id)
+
     async def stop(self, session_id: str) -> None:
         await asyncio.shield(self._stop(session_id))
 
@@ -297,7 +435,7 @@ class MicroVmRuntime:
             if not sdir.exists():
                 raise SessionNotFoundError(f"no session {session_id}")
             await self._sync_guest(session_id)
-            await self._kill(session_id)
+            await self._end(session_id)
             (sdir / "stopped").touch()
 
     async def _sync_guest(self, session_id: str) -> None:
@@ -334,7 +472,7 @@ class MicroVmRuntime:
 
     async def _discard(self, session_id: str) -> None:
         async with self._lock(session_id):
-            await self._kill(session_id)
+            await self._end(session_id)
             await asyncio.to_thread(mounts.remove_tree, str(self._dir(session_id)))
             self._locks.pop(session_id, None)
 
@@ -373,7 +511,10 @@ class MicroVmRuntime:
         disk_used = (
             (sdir / "disk.qcow2").stat().st_blocks * 512 if (sdir / "disk.qcow2").exists() else 0
         )
-        return ResourceUsage(cpu_ms, memory, memory, 0, disk_used)
+        ingress = egress = 0
+        if self.network is not None:
+            ingress, egress = await asyncio.to_thread(self.network.transfer, session_id)
+        return ResourceUsage(cpu_ms, memory, memory, 0, disk_used, ingress, egress)
 
     async def sessions(self) -> list[str]:
         return sorted(
@@ -384,10 +525,12 @@ class MicroVmRuntime:
         """Nothing is kept for future sessions; running VMs outlive emberd."""
 
     def address(self, session_id: str) -> str | None:
-        return None  # microVM sessions have no network yet
+        return self.network.address(session_id) if self.network is not None else None
 
-    async def set_network_policy(self, session_id: str, policy: Any) -> None:
-        raise EmberRuntimeError("microVM sessions have no network yet")
+    async def set_network_policy(self, session_id: str, policy: Mapping[str, Any]) -> None:
+        if self.network is None:
+            raise EmberRuntimeError("networking is off on this server")
+        await asyncio.to_thread(self.network.apply, session_id, policy)
 
-    async def restore_networks(self, policies: Any) -> None:
-        return None
+    async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
+        return None  # the network manager is shared: the container runtime restores it

@@ -1,8 +1,9 @@
 """Both runtimes behind one Runtime: sessions go to the one their spec names.
 
 The control plane holds one `Runtimes`; a session's calls go to the runtime
-that holds it (a microVM session has a directory under `vms/`). Networking
-is the container runtime's alone for now: microVM sessions have none yet.
+that holds it (a microVM session has a directory under `vms/`). Both share
+one network manager: a microVM gets a tap bridged into its own session
+namespace, and the same firewall, DNS server and egress proxy.
 """
 
 from __future__ import annotations

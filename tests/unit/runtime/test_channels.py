@@ -11,6 +11,9 @@ import socket
 import threading
 from pathlib import Path
 
+import pytest
+import uvloop
+
 from ember.agent.channels import ChannelListener, PortMux
 from ember.runtime.channels import HostChannels
 
@@ -27,7 +30,14 @@ def _echo_agent(listener: ChannelListener) -> None:
         threading.Thread(target=serve, daemon=True).start()
 
 
-async def test_connections_travel_as_channels_over_one_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # emberd runs on uvloop
+def test_connections_travel_as_channels_over_one_stream(tmp_path: Path, loop: str) -> None:
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_scenario(tmp_path))
+
+
+async def _scenario(tmp_path: Path) -> None:
     port_path, agent_path = str(tmp_path / "port.sock"), str(tmp_path / "agent.sock")
     qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # QEMU's chardev server
     qemu.bind(port_path)
@@ -51,6 +61,12 @@ async def test_connections_travel_as_channels_over_one_stream(tmp_path: Path) ->
     big = b"x" * 300_000  # several frames each way
     answers = await asyncio.gather(exchange(b"one"), exchange(b"two"), exchange(big))
     assert answers == [b"ONE", b"TWO", big.upper()]
+    # A client that hangs up before its answer comes leaves the others unharmed.
+    for _ in range(3):
+        _, writer = await asyncio.open_unix_connection(agent_path)
+        writer.write(b"x" * 200_000)
+        writer.close()
+    assert await exchange(b"after") == b"AFTER"
     await host.close()
     guest_end.close()
     qemu.close()

@@ -54,6 +54,20 @@ mkdir -p /newroot/.ember
 mount -t tmpfs -o mode=0755,size=16m tmpfs /newroot/.ember
 cp -r /agent /newroot/.ember/agent
 
+# The installation's egress CA, for header injection: the image's bundle
+# plus the CA, bound over the bundle for this boot only (never written to disk).
+if [ -f /ember-ca.crt ]; then
+    cp /ember-ca.crt /newroot/.ember/ember-egress-ca.crt
+    bundle=/newroot/etc/ssl/certs/ca-certificates.crt
+    if [ -f "$bundle" ]; then
+        cat "$bundle" /ember-ca.crt >/newroot/.ember/ca-bundle.crt
+        mount --bind /newroot/.ember/ca-bundle.crt "$bundle"
+    fi
+    export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+    export REQUESTS_CA_BUNDLE=$SSL_CERT_FILE CURL_CA_BUNDLE=$SSL_CERT_FILE
+    export NODE_EXTRA_CA_CERTS=/.ember/ember-egress-ca.crt
+fi
+
 hostname "$hostname"
 echo "$hostname" >/newroot/etc/hostname
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n' \
