@@ -28,9 +28,11 @@ metric alike), and writes bench/results/latest.json:
                                    its first output
   fs_write_100mb / fs_read_100mb   POST fs/write (a gzip tar made beforehand)
                                    and fs/read of 100 MiB
-  net_attach, route_roundtrip,     networking, measured last and on its own:
-  direct_roundtrip, nat_throughput see bench/network.py
-  baseline_veth_throughput
+  net_attach, route_roundtrip,     networking, measured near the end and on
+  direct_roundtrip, nat_throughput its own: see bench/network.py
+  proxy_throughput, baseline_veth_throughput
+  microvm_*,                       microVMs, last, in the host's acceleration
+  baseline_qemu_boot_to_marker     (TCG here): see bench/microvm.py
 
 Every metric is warmed up once before sampling. Nothing here asserts on
 time. Everything created (sessions, runc containers, the temp bundle) is
@@ -68,6 +70,7 @@ from ember.runtime.container import ContainerRuntime, default_id_shift  # noqa: 
 from http_api import TRANSFER_BYTES as HTTP_TRANSFER_BYTES  # noqa: E402
 from http_api import HttpBench, tar_gz  # noqa: E402
 from measure import latency, ratio, throughput  # noqa: E402
+from microvm import MicroVmBench  # noqa: E402
 from network import SINK_NAME, STREAM_BYTES, NetworkBench, RouteBench  # noqa: E402
 from phases import Phases  # noqa: E402
 from sessions import RoundTrip, Sessions, random_payload, start_to_first_output  # noqa: E402
@@ -93,6 +96,13 @@ DIRECT = "direct_roundtrip"
 NAT = "nat_throughput"
 VETH = "baseline_veth_throughput"
 PROXY = "proxy_throughput"
+VM_COLD = "microvm_cold_boot_to_first_output"
+VM_RESTORE = "microvm_restore_to_first_output"
+VM_ROUNDTRIP = "microvm_command_roundtrip"
+VM_MEMORY = "microvm_idle_host_memory"
+VM_PAUSE = "microvm_pause"
+VM_RESUME = "microvm_resume"
+QEMU_FLOOR = "baseline_qemu_boot_to_marker"
 HTTP_FILE = "ember-bench-http-100mb.bin"
 
 
@@ -110,6 +120,10 @@ class Plan:
     net_attaches: int
     route_roundtrips: int  # each way: through the route, and direct
     streams: int  # each path: NAT, the egress proxy, and the plain veth
+    vm_boots: int  # cold, and the QEMU floor
+    vm_restores: int
+    vm_roundtrips: int
+    vm_pauses: int  # pause + resume pairs, also the idle-memory samples
 
 
 NORMAL = Plan(
@@ -125,6 +139,10 @@ NORMAL = Plan(
     net_attaches=30,
     route_roundtrips=200,
     streams=3,
+    vm_boots=5,
+    vm_restores=10,
+    vm_roundtrips=50,
+    vm_pauses=5,
 )
 QUICK = Plan(
     starts=5,
@@ -139,6 +157,10 @@ QUICK = Plan(
     net_attaches=5,
     route_roundtrips=30,
     streams=1,
+    vm_boots=2,
+    vm_restores=3,
+    vm_roundtrips=10,
+    vm_pauses=2,
 )
 
 
@@ -170,6 +192,8 @@ class Bench:
         self.resume_name = ""
         self.routes = RouteBench(data_dir, self.prefix)
         self.net = NetworkBench(data_dir, self.prefix)
+        self.microvms = MicroVmBench(data_dir, self.image.image_id, self.prefix, self.id_shift)
+        self.vm_memory_mib: list[float] = []
 
     # -- one sample of each latency metric, in ms -----------------------------
 
@@ -208,6 +232,7 @@ class Bench:
             await asyncio.shield(self.routes.close())
             await asyncio.shield(self.http.close())
             errors = await self.sessions.close()
+            errors += await self.microvms.close()
             await asyncio.to_thread(self.runtime.close)
             if errors:
                 log(f"cleanup failures: {errors}")
@@ -251,6 +276,27 @@ class Bench:
         await self.sessions.discard(self.roundtrip.session_id)
         await self._profile_start()
         await self._network()
+        await self._microvm()
+
+    async def _microvm(self) -> None:
+        plan = self.plan
+        log(f"microVMs ({self.microvms.verdict.get('accel', '?')}): template, then cold boots "
+            f"x{plan.vm_boots}, restores x{plan.vm_restores}, round trips x{plan.vm_roundtrips}, "
+            f"pause/resume x{plan.vm_pauses}")  # fmt: skip
+        await self.microvms.open()
+        for _ in range(plan.vm_boots):
+            self.samples[VM_COLD].append(await self.microvms.cold_boot_ms())
+            self.samples[QEMU_FLOOR].append(await asyncio.to_thread(self.microvms.qemu_floor_ms))
+        for _ in range(plan.vm_restores):
+            self.samples[VM_RESTORE].append(await self.microvms.restore_ms())
+        await self.microvms.roundtrip_ms()  # warm-up
+        for _ in range(plan.vm_roundtrips):
+            self.samples[VM_ROUNDTRIP].append(await self.microvms.roundtrip_ms())
+        for _ in range(plan.vm_pauses):
+            paused, resumed = await self.microvms.pause_resume_ms()
+            self.samples[VM_PAUSE].append(paused)
+            self.samples[VM_RESUME].append(resumed)
+            self.vm_memory_mib.append(await self.microvms.idle_memory_mib())
 
     async def _network(self) -> None:
         plan = self.plan
@@ -322,7 +368,8 @@ class Bench:
             name: latency(self.samples[name])
             for name in (
                 START, ROUNDTRIP, RUNC, SUBPROCESS, HTTP_CREATE, HTTP_ROUNDTRIP, RESUME,
-                NET_ATTACH, ROUTE, DIRECT,
+                NET_ATTACH, ROUTE, DIRECT, VM_COLD, VM_RESTORE, VM_ROUNDTRIP, VM_PAUSE,
+                VM_RESUME, QEMU_FLOOR,
             )
         }  # fmt: skip
         for name in (WRITE, READ):
@@ -331,6 +378,14 @@ class Bench:
             out[name] = throughput(HTTP_TRANSFER_BYTES, self.transfer_seconds[name])
         for name in (NAT, PROXY, VETH):
             out[name] = throughput(STREAM_BYTES, self.transfer_seconds[name])
+        memory = sorted(self.vm_memory_mib)
+        out[VM_MEMORY] = {
+            "value": round(memory[len(memory) // 2], 1) if memory else None,
+            "unit": "MiB",
+            "n": len(memory),
+            "note": "PSS of an idle guest's QEMU process (1 vCPU, 2048 MiB configured)",
+        }
+        out["microvm_acceleration"] = self.microvms.verdict.get("accel")
         out["ratios"] = {
             "start_vs_runc": ratio(out[START], out[RUNC]),
             "agent_vs_subprocess": ratio(out[ROUNDTRIP], out[SUBPROCESS]),
@@ -338,6 +393,7 @@ class Bench:
             "route_vs_direct": ratio(out[ROUTE], out[DIRECT]),
             "nat_vs_veth_throughput": round(out[NAT]["value"] / out[VETH]["value"], 2),
             "proxy_vs_veth_throughput": round(out[PROXY]["value"] / out[VETH]["value"], 2),
+            "microvm_restore_vs_cold_boot": ratio(out[VM_RESTORE], out[VM_COLD]),
         }
         out["start_phase_runtime_start"] = latency(self.start_only_ms)
         for name, samples in self.phases.items():

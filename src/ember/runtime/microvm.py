@@ -29,6 +29,7 @@ import math
 import os
 import signal
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ SYNC_TIMEOUT_S = 30.0
 DEFAULT_USER = "vercel-sandbox"
 DEFAULT_WORKDIR = "/vercel/sandbox"
 TAP = "tap0"  # in the session's own namespace
+SESSION_DIR = "@SESSION_DIR@"  # in a template's saved command line
 
 
 def _alive(pid: int) -> bool:
@@ -111,6 +113,7 @@ class MicroVmRuntime:
         layers: LayerStore | None = None,
         id_shift: int = 0,
         network: NetworkManager | None = None,
+        templates: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.vms_dir = self.data_dir / "vms"
@@ -124,6 +127,8 @@ class MicroVmRuntime:
         self._kernel: GuestKernel | None = None
         self._initramfs: Path | None = None
         self._accel: str | None = None
+        self.templates = templates
+        self._template_lock = asyncio.Lock()
 
     # -- assets ---------------------------------------------------------------
 
@@ -164,14 +169,11 @@ class MicroVmRuntime:
             sdir.mkdir(mode=0o700)
             started_at_ms = int(time.time() * 1000)
             try:
-                config, netns = await asyncio.to_thread(self._prepare, sdir, spec)
-                argv = qemu_argv(config)
-                if netns is not None:  # QEMU opens the tap inside the session's namespace
-                    argv = ["ip", "netns", "exec", netns, *argv]
-                (sdir / "qemu.argv.json").write_text(json.dumps(argv))
-                await _daemonize(argv, sdir / "qemu.log")
-                await self._attach(spec.session_id)
-                await self._wait_for_agent(sdir)
+                template = await self._template(spec) if self.templates else None
+                if template is not None:
+                    await self._start_from_template(spec, sdir, template)
+                else:
+                    await self._boot(spec, sdir)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await self._end(spec.session_id)
@@ -194,6 +196,140 @@ class MicroVmRuntime:
             )
             (sdir / "session.json").write_text(json.dumps(info_to_json(info)))
             return info
+
+    async def _boot(self, spec: SessionSpec, sdir: Path) -> None:
+        """A cold boot: kernel, initramfs, the agent."""
+        config, netns = await asyncio.to_thread(self._prepare, sdir, spec)
+        argv = qemu_argv(config)
+        if netns is not None:  # QEMU opens the tap inside the session's namespace
+            argv = ["ip", "netns", "exec", netns, *argv]
+        (sdir / "qemu.argv.json").write_text(json.dumps(argv))
+        await _daemonize(argv, sdir / "qemu.log")
+        await self._attach(spec.session_id)
+        await self._wait_for_agent(sdir)
+
+    # -- templates: a booted guest per image and size, restored instead of booting
+
+    def _template_dir(self, spec: SessionSpec) -> Path:
+        assert self._initramfs is not None
+        config = self._vm_resources(spec)
+        key = f"{spec.image_id}-{self._initramfs.name.split('.')[0]}-{self._accel}"
+        key += f"-{config[0]}c{config[1]}m-{'net' if self.network is not None else 'nonet'}"
+        return self.data_dir / "vm" / "templates" / key
+
+    @staticmethod
+    def _vm_resources(spec: SessionSpec) -> tuple[int, int]:
+        return max(1, math.ceil(spec.resources.vcpus)), spec.resources.memory_limit_mib
+
+    async def _template(self, spec: SessionSpec) -> Path | None:
+        """The paused template for the spec's image and size (built on first use),
+        or None when the session must boot (it starts from a snapshot layer)."""
+        if spec.top_layer is not None:
+            return None
+        if self.network is not None and spec.network_policy is None:
+            return None  # the template's tap would have no namespace to live in
+        await asyncio.to_thread(self.prepare)
+        directory = self._template_dir(spec)
+        if (directory / "memory.bin").exists():
+            return directory
+        async with self._template_lock:
+            if not (directory / "memory.bin").exists():
+                await self._build_template(spec, directory)
+        return directory
+
+    async def _build_template(self, spec: SessionSpec, directory: Path) -> None:
+        """Boot a guest with no session's details (no address, hostname `sandbox`),
+        with a tap in a throwaway namespace so its virtio-net device exists, and
+        save it paused: its disk overlay, memory and QEMU command line."""
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = directory.parent / f".build-{directory.name}-{uuid.uuid4().hex[:6]}"
+        staging.mkdir(mode=0o700)
+        netns = f"ember-tpl-{uuid.uuid4().hex[:8]}" if self.network is not None else None
+        template_spec = dataclasses.replace(
+            spec, session_id=staging.name, hostname="sandbox", network_policy=None
+        )
+        channels: HostChannels | None = None
+        try:
+            config, _ = await asyncio.to_thread(self._prepare, staging, template_spec)
+            argv = qemu_argv(config)
+            if netns is not None:
+                await proc.run_async(["ip", "netns", "add", netns])
+                await proc.run_async(
+                    ["ip", "netns", "exec", netns, "ip", "tuntap", "add", "dev", TAP, "mode", "tap"]
+                )
+                config = dataclasses.replace(config, tap=TAP)
+                argv = qemu_argv(config)
+                launch = ["ip", "netns", "exec", netns, *argv]
+            else:
+                launch = argv
+            await _daemonize(launch, staging / "qemu.log")
+            channels = HostChannels(str(staging / "port.sock"), str(staging / "agent.sock"))
+            await channels.start()
+            await self._wait_for_agent(staging)
+            await self._save_memory(staging)
+            pid = self._pid(staging)
+            while pid is not None and _alive(pid):
+                await asyncio.sleep(0.01)
+            (staging / "qemu.argv.json").write_text(
+                json.dumps([arg.replace(str(staging), SESSION_DIR) for arg in argv])
+            )
+            for name in ("port.sock", "agent.sock", "qmp.sock", "qemu.pid"):
+                (staging / name).unlink(missing_ok=True)
+            os.rename(staging, directory)
+        finally:
+            if channels is not None:
+                await channels.close()
+            pid = self._pid(staging)
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            if netns is not None:
+                await proc.run_async(["ip", "netns", "del", netns], check=False)
+            if staging.exists():
+                await asyncio.to_thread(mounts.remove_tree, str(staging))
+
+    async def _start_from_template(self, spec: SessionSpec, sdir: Path, template: Path) -> None:
+        """Restore a copy of the template, then give it this session's details."""
+        await proc.run_async(
+            ["cp", "--sparse=always", str(template / "disk.qcow2"), str(sdir / "disk.qcow2")],
+            timeout_s=600,
+        )
+        os.link(template / "memory.bin", sdir / "memory.bin")  # read only, by the restore
+        argv = [
+            a.replace(SESSION_DIR, str(sdir))
+            for a in json.loads((template / "qemu.argv.json").read_text())
+        ]
+        network = None
+        if self.network is not None and spec.network_policy is not None:
+            network = await asyncio.to_thread(
+                self.network.attach_tap, spec.session_id, spec.network_policy, TAP
+            )
+            argv = ["ip", "netns", "exec", network.netns, *argv]
+        (sdir / "qemu.argv.json").write_text(json.dumps(argv))
+        await self._restore(spec.session_id, sdir, argv)
+        (sdir / "memory.bin").unlink()
+        script = [
+            f"hostname {spec.hostname}",
+            f"echo {spec.hostname} > /etc/hostname",
+            "printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n"
+            f"127.0.1.1\\t{spec.hostname}\\n' > /etc/hosts",
+        ]
+        if network is not None:
+            address, gateway = network.lease.sandbox_ip, network.lease.host_ip
+            script += [
+                f"ip addr add {address}/30 dev eth0",
+                "ip link set eth0 up",
+                f"ip route add default via {gateway}",
+                f"echo 'nameserver {gateway}' > /etc/resolv.conf",
+            ]
+        await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
+
+    async def _run_as_root(self, session_id: str, argv: list[str]) -> None:
+        agent = self.agent(session_id)
+        cmd_id = f"ember-setup-{uuid.uuid4().hex[:12]}"
+        await agent.exec(cmd_id, argv, user="root")
+        status = await asyncio.wait_for(agent.wait(cmd_id), SYNC_TIMEOUT_S)
+        if status.exit_code != 0:
+            raise EmberRuntimeError(f"setting up session {session_id} failed ({status.exit_code})")
 
     def _backing(self, spec: SessionSpec) -> tuple[Path, str]:
         if spec.top_layer:
@@ -287,9 +423,10 @@ class MicroVmRuntime:
 
     # -- pause and resume, with memory ------------------------------------------
 
-    async def _qmp(self, session_id: str) -> QMPClient:
-        qmp = QMPClient(f"ember-{session_id}")
-        await asyncio.wait_for(qmp.connect(str(self._dir(session_id) / "qmp.sock")), 5)
+    @staticmethod
+    async def _qmp_at(sdir: Path) -> QMPClient:
+        qmp = QMPClient(f"ember-{sdir.name}")
+        await asyncio.wait_for(qmp.connect(str(sdir / "qmp.sock")), 5)
         return qmp
 
     async def pause(self, session_id: str) -> None:
@@ -299,27 +436,33 @@ class MicroVmRuntime:
             sdir = self._dir(session_id)
             if not self._pid_alive(sdir):
                 raise EmberRuntimeError(f"session {session_id} is not running")
-            staged = sdir / "memory.bin.tmp"
-            qmp = await self._qmp(session_id)
-            try:
-                await qmp.execute("stop")
-                # QEMU 7.2 migrates to a file through a command; `file:` came later.
-                await qmp.execute("migrate", {"uri": f"exec:cat > {staged}"})
-                while True:
-                    state = await qmp.execute("query-migrate")
-                    status = state.get("status") if isinstance(state, dict) else None
-                    if status == "completed":
-                        break
-                    if status in ("failed", "cancelled"):
-                        await qmp.execute("cont")
-                        raise EmberRuntimeError(f"saving the memory of {session_id} {status}")
-                    await asyncio.sleep(0.02)
-            finally:
-                with contextlib.suppress(Exception):
-                    await qmp.disconnect()
-            os.rename(staged, sdir / "memory.bin")
+            await self._save_memory(sdir)
             await self._kill(session_id)
             (sdir / "paused").touch()
+
+    async def _save_memory(self, sdir: Path) -> None:
+        """Stop the VM and migrate its state to `memory.bin`; then it may end."""
+        staged = sdir / "memory.bin.tmp"
+        qmp = await self._qmp_at(sdir)
+        try:
+            await qmp.execute("stop")
+            # QEMU 7.2 migrates to a file through a command; `file:` came later.
+            await qmp.execute("migrate", {"uri": f"exec:cat > {staged}"})
+            while True:
+                state = await qmp.execute("query-migrate")
+                status = state.get("status") if isinstance(state, dict) else None
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled"):
+                    await qmp.execute("cont")
+                    raise EmberRuntimeError(f"saving the memory of {sdir.name} {status}")
+                await asyncio.sleep(0.01)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(qmp.execute("quit"), 2)
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+        os.rename(staged, sdir / "memory.bin")
 
     async def resume(self, session_id: str) -> None:
         """Start a paused VM again from its memory: processes, open files and
@@ -330,22 +473,27 @@ class MicroVmRuntime:
             if not (sdir / "paused").exists() or not memory.exists():
                 raise EmberRuntimeError(f"session {session_id} is not paused")
             argv = json.loads((sdir / "qemu.argv.json").read_text())
-            await _daemonize([*argv, "-incoming", f"exec:cat {memory}"], sdir / "qemu.log")
-            qmp = await self._qmp(session_id)
-            try:
-                while True:  # the incoming migration loads before the VM may run
-                    state = await qmp.execute("query-status")
-                    if isinstance(state, dict) and state.get("status") != "inmigrate":
-                        break
-                    await asyncio.sleep(0.02)
-                await qmp.execute("cont")
-            finally:
-                with contextlib.suppress(Exception):
-                    await qmp.disconnect()
-            await self._attach(session_id)
-            await self._wait_for_agent(sdir)
-            await self._after_restore(session_id)
+            await self._restore(session_id, sdir, argv)
             (sdir / "paused").unlink()
+
+    async def _restore(self, session_id: str, sdir: Path, argv: list[str]) -> None:
+        """QEMU from `memory.bin`, running, its agent answering, clock and RNG fresh."""
+        memory = sdir / "memory.bin"
+        await _daemonize([*argv, "-incoming", f"exec:cat {memory}"], sdir / "qemu.log")
+        qmp = await self._qmp_at(sdir)
+        try:
+            while True:  # the incoming migration loads before the VM may run
+                state = await qmp.execute("query-status")
+                if isinstance(state, dict) and state.get("status") != "inmigrate":
+                    break
+                await asyncio.sleep(0.005)
+            await qmp.execute("cont")
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+        await self._attach(session_id)
+        await self._wait_for_agent(sdir)
+        await self._after_restore(session_id)
 
     async def fork(self, session_id: str, new_session_id: str) -> None:
         """A paused copy of a paused session: its disk copied, its memory shared

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,24 +97,41 @@ def qemu_argv(config: VmConfig) -> list[str]:
     return argv
 
 
-def _boots(kernel: Path, initramfs: Path, accel: str) -> tuple[bool, str]:
-    """Whether the guest reaches its init under `accel`, and what happened."""
+def boot_to_marker(kernel: Path, initramfs: Path, accel: str) -> tuple[float | None, str]:
+    """Boot the guest's kernel with the probe flag; (seconds until init's marker
+    appeared on the console, or None, and what happened)."""
     config = VmConfig(kernel, initramfs, accel, memory_mib=256, kernel_args={"probe": "1"})
     started = time.monotonic()
+    child = subprocess.Popen(
+        qemu_argv(config), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None and child.stderr is not None
+    watchdog = threading.Timer(PROBE_TIMEOUT_S, child.kill)  # a hung guest prints nothing
+    watchdog.start()
     try:
-        done = subprocess.run(
-            qemu_argv(config),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False, f"no sign of init within {PROBE_TIMEOUT_S:.0f} s"
-    if PROBE_MARKER in done.stdout:
-        return True, f"reached init in {time.monotonic() - started:.1f} s"
-    errors = done.stderr.decode(errors="replace").strip().splitlines()
-    return False, f"QEMU exited ({done.returncode}): {errors[0] if errors else 'no message'}"
+        for line in child.stdout:
+            if PROBE_MARKER in line:
+                return time.monotonic() - started, "reached init"
+        child.wait()
+        errors = child.stderr.read().decode(errors="replace").strip().splitlines()
+        if time.monotonic() - started >= PROBE_TIMEOUT_S:
+            return None, f"no sign of init within {PROBE_TIMEOUT_S:.0f} s"
+        return None, f"QEMU exited ({child.returncode}): {errors[0] if errors else 'no message'}"
+    finally:
+        watchdog.cancel()
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+
+
+def _boots(kernel: Path, initramfs: Path, accel: str) -> tuple[bool, str]:
+    """Whether the guest reaches its init under `accel`, and what happened."""
+    seconds, what = boot_to_marker(kernel, initramfs, accel)
+    if seconds is None:
+        return False, what
+    return True, f"reached init in {seconds:.1f} s"
 
 
 def _qemu_version() -> str:
