@@ -7,6 +7,7 @@ a thread echoes upper-cased what each channel brings, as the agent would serve i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from pathlib import Path
@@ -23,7 +24,9 @@ def _echo_agent(listener: ChannelListener) -> None:
         conn, _ = listener.accept()
 
         def serve(conn: socket.socket = conn) -> None:
-            with conn:
+            # Some clients hang up before their answer: the pipe breaks, as it would
+            # for the agent, which then ends that connection only.
+            with conn, contextlib.suppress(OSError):
                 while data := conn.recv(65536):
                     conn.sendall(data.upper())
 
