@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .channels import ChannelListener
 
 CMD_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+RNDRESEEDCRNG = 0x5207  # linux/random.h
+HOSTNAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 USAGE = "usage: agent --user USER --workdir DIR [--listen-fd N | --serial PORT]"
 
 
@@ -81,6 +83,7 @@ class Agent:
             "rename": self.op_rename,
             "sync": self.op_sync,
             "terminal": self.op_terminal,
+            "restored": self.op_restored,
         }
 
     def path(self, request: dict[str, Any], name: str = "path") -> str:
@@ -99,6 +102,51 @@ class Agent:
                 "workdir": self.workdir,
             }
         )
+
+    def op_restored(self, conn: Connection, request: dict[str, Any]) -> None:
+        """After a microVM's memory was restored: the clock is the save's and the
+        RNG state a copy (of a template's, or of a fork's sibling). Set the one,
+        reseed the other with the host's randomness, and take the session's
+        hostname. Needs the guest's root (CAP_SYS_TIME, CAP_SYS_ADMIN)."""
+        import fcntl  # only here: a container's agent never needs it
+        import time
+
+        try:
+            seed = bytes.fromhex(_field(request, "seed", str))
+        except ValueError:
+            seed = b""
+        if not 16 <= len(seed) <= 512:
+            raise protocol.AgentError(protocol.BAD_REQUEST, "seed must be 16 to 512 bytes of hex")
+        now = request.get("time")
+        if not isinstance(now, (int, float)) or isinstance(now, bool):
+            raise protocol.AgentError(protocol.BAD_REQUEST, "time must be a number")
+        hostname = _optional(request, "hostname", str)
+        if hostname is not None and not (
+            0 < len(hostname) <= 63 and set(hostname) <= HOSTNAME_CHARS
+        ):
+            raise protocol.AgentError(
+                protocol.BAD_REQUEST, "hostname must match [A-Za-z0-9-]{1,63}"
+            )
+        try:
+            time.clock_settime(time.CLOCK_REALTIME, float(now))
+            fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, seed)
+                fcntl.ioctl(fd, RNDRESEEDCRNG)  # use what was just added, now
+            finally:
+                os.close(fd)
+            if hostname is not None:
+                socket.sethostname(hostname)
+                with open("/etc/hostname", "w") as f:
+                    f.write(hostname + "\n")
+                with open("/etc/hosts", "w") as f:
+                    f.write(
+                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                        f"127.0.1.1\t{hostname}\n"
+                    )
+        except OSError as exc:
+            raise protocol.AgentError(protocol.IO_ERROR, f"restore setup failed: {exc}") from None
+        conn.send_json({"ok": True})
 
     def op_exec(self, conn: Connection, request: dict[str, Any]) -> None:
         cmd_id = _field(request, "cmd_id", str)

@@ -236,6 +236,13 @@ class AgentClient:
     async def hello(self) -> dict[str, Any]:
         return await self.call("hello")
 
+    async def restored(self, now: float, seed: bytes, hostname: str | None = None) -> None:
+        """A microVM's memory was restored: set its clock, reseed its RNG, name it."""
+        fields: dict[str, Any] = {"time": now, "seed": seed.hex()}
+        if hostname is not None:
+            fields["hostname"] = hostname
+        await self.call("restored", **fields)
+
     async def exec(
         self,
         cmd_id: str,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -215,7 +216,8 @@ class MicroVmRuntime:
         config = self._vm_resources(spec)
         key = f"{spec.image_id}-{self._initramfs.name.split('.')[0]}-{self._accel}"
         key += f"-{config[0]}c{config[1]}m-{'net' if self.network is not None else 'nonet'}"
-        return self.data_dir / "vm" / "templates" / key
+        # Hashed: QEMU's sockets live in the directory, and socket paths are short.
+        return self.data_dir / "vm" / "templates" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @staticmethod
     def _vm_resources(spec: SessionSpec) -> tuple[int, int]:
@@ -242,7 +244,7 @@ class MicroVmRuntime:
         with a tap in a throwaway namespace so its virtio-net device exists, and
         save it paused: its disk overlay, memory and QEMU command line."""
         directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = directory.parent / f".build-{directory.name}-{uuid.uuid4().hex[:6]}"
+        staging = directory.parent / f".b{uuid.uuid4().hex[:8]}"
         staging.mkdir(mode=0o700)
         netns = f"ember-tpl-{uuid.uuid4().hex[:8]}" if self.network is not None else None
         template_spec = dataclasses.replace(
@@ -305,23 +307,17 @@ class MicroVmRuntime:
             )
             argv = ["ip", "netns", "exec", network.netns, *argv]
         (sdir / "qemu.argv.json").write_text(json.dumps(argv))
-        await self._restore(spec.session_id, sdir, argv)
+        await self._restore(spec.session_id, sdir, argv, hostname=spec.hostname)
         (sdir / "memory.bin").unlink()
-        script = [
-            f"hostname {spec.hostname}",
-            f"echo {spec.hostname} > /etc/hostname",
-            "printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n"
-            f"127.0.1.1\\t{spec.hostname}\\n' > /etc/hosts",
-        ]
-        if network is not None:
+        if network is not None:  # the template's eth0 has no address
             address, gateway = network.lease.sandbox_ip, network.lease.host_ip
-            script += [
+            script = [
                 f"ip addr add {address}/30 dev eth0",
                 "ip link set eth0 up",
                 f"ip route add default via {gateway}",
                 f"echo 'nameserver {gateway}' > /etc/resolv.conf",
             ]
-        await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
+            await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
 
     async def _run_as_root(self, session_id: str, argv: list[str]) -> None:
         agent = self.agent(session_id)
@@ -406,7 +402,7 @@ class MicroVmRuntime:
                     raise AgentUnavailableError(
                         f"the agent did not answer: {exc}; console: {console}"
                     ) from exc
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.01)
 
     # -- stop, freeze, discard --------------------------------------------------
 
@@ -476,7 +472,9 @@ class MicroVmRuntime:
             await self._restore(session_id, sdir, argv)
             (sdir / "paused").unlink()
 
-    async def _restore(self, session_id: str, sdir: Path, argv: list[str]) -> None:
+    async def _restore(
+        self, session_id: str, sdir: Path, argv: list[str], hostname: str | None = None
+    ) -> None:
         """QEMU from `memory.bin`, running, its agent answering, clock and RNG fresh."""
         memory = sdir / "memory.bin"
         await _daemonize([*argv, "-incoming", f"exec:cat {memory}"], sdir / "qemu.log")
@@ -493,7 +491,7 @@ class MicroVmRuntime:
                 await qmp.disconnect()
         await self._attach(session_id)
         await self._wait_for_agent(sdir)
-        await self._after_restore(session_id)
+        await self._after_restore(session_id, hostname)
 
     async def fork(self, session_id: str, new_session_id: str) -> None:
         """A paused copy of a paused session: its disk copied, its memory shared
@@ -524,24 +522,13 @@ class MicroVmRuntime:
                 await asyncio.to_thread(mounts.remove_tree, str(new))
                 raise
 
-    async def _after_restore(self, session_id: str) -> None:
-        """A restored guest's clock is the pause's and its RNG state a copy: set the
-        one and reseed the other with the host's randomness."""
-        agent = self.agent(session_id)
-        seed = os.urandom(64).hex()
-        script = (
-            "import fcntl, os, time;"
-            f"time.clock_settime(time.CLOCK_REALTIME, {time.time()!r});"
-            "fd = os.open('/dev/urandom', os.O_WRONLY);"
-            f"os.write(fd, bytes.fromhex('{seed}'));"
-            "fcntl.ioctl(fd, 0x5207);"  # RNDRESEEDCRNG: use what was just added, now
-            "os.close(fd)"
+    async def _after_restore(self, session_id: str, hostname: str | None = None) -> None:
+        """A restored guest's clock is the save's and its RNG state a copy: the agent
+        sets the one and reseeds the other with the host's randomness."""
+        await asyncio.wait_for(
+            self.agent(session_id).restored(time.time(), os.urandom(64), hostname),
+            SYNC_TIMEOUT_S,
         )
-        cmd_id = f"ember-restore-{int(time.time() * 1000)}"
-        await agent.exec(cmd_id, ["/usr/bin/python3", "-I", "-c", script], user="root")
-        status = await asyncio.wait_for(agent.wait(cmd_id), SYNC_TIMEOUT_S)
-        if status.exit_code != 0:
-            raise EmberRuntimeError(f"could not set the clock of {session_id} after restore")
 
     async def _kill(self, session_id: str) -> None:
         """End the VM: QMP `quit`, then SIGKILL if it lingers."""
