@@ -37,11 +37,16 @@ def vm_runtime(image: ImageInfo) -> Iterator[MicroVmRuntime]:
 async def start_vm(vm_runtime: MicroVmRuntime, image: ImageInfo) -> AsyncIterator[Any]:
     started: list[str] = []
 
-    async def start(*, top_layer: str | None = None) -> TestSession:
+    async def start(
+        *, top_layer: str | None = None, resources: Resources | None = None
+    ) -> TestSession:
         session_id = f"{RUN_PREFIX}-vm-{uuid.uuid4().hex[:6]}"
         started.append(session_id)
         spec = SessionSpec(
-            session_id, image.image_id, top_layer=top_layer, resources=Resources(vcpus=1)
+            session_id,
+            image.image_id,
+            top_layer=top_layer,
+            resources=resources or Resources(vcpus=1),
         )
         await vm_runtime.start(spec)
         return TestSession(vm_runtime, session_id)  # type: ignore[arg-type]
@@ -234,3 +239,25 @@ async def test_forks_of_a_paused_session_share_its_state_and_diverge(
     finally:
         for fork in forks:
             await vm_runtime.discard(fork.session_id)
+
+
+async def test_the_shared_limits_hold_in_a_guest(start_vm: Any) -> None:
+    """Timeouts, memory and the agent's survival, as in a container (test_limits.py)."""
+    session = await start_vm(resources=Resources(vcpus=1, memory_mib=512))
+    timed_out = await session.run(["sleep", "30"], timeout_ms=500)
+    assert timed_out.exit_code == 137
+    hog = await session.run(
+        # In 64 MiB steps: one allocation larger than the guest's memory is
+        # refused outright (MemoryError) by the kernel's overcommit heuristic.
+        [
+            "/usr/bin/python3",
+            "-c",
+            "chunks = [bytearray(64 * 1024 ** 2) for _ in range(16)]; print('allocated')",
+        ]
+    )
+    assert hog.exit_code == 137 and b"allocated" not in hog.stdout  # the guest's OOM killer
+    assert (await session.run(["echo", "alive"])).stdout == b"alive\n"
+    # Files through the agent, as the API's fs endpoints use them.
+    await session.agent.mkdir("/vercel/sandbox/dir")
+    listed = await session.run(["ls", "-d", "/vercel/sandbox/dir"])
+    assert listed.exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,6 +192,9 @@ def serve(
     )
     if runtime not in ("auto", "container", "microvm"):
         fail("--runtime must be auto, container or microvm")
+    # The API's port first: the plane's own listeners (DNS, proxy) take ports
+    # the kernel picks, and must never take this one.
+    listener = _listen(host, port)
     with console.status("preparing the base image") as status:
         plane = build_plane(settings, lambda line: status.update(f"base image: {line[:100]}"))
     url = f"http://{host}:{port}"
@@ -202,7 +206,20 @@ def serve(
             f"token and URL are in {first.path}:\n  EMBER_URL={url}\n  EMBER_TOKEN={first.token}"
         )
     console.print(f"emberd listening on {url}")
-    uvicorn.run(create_app(plane), host=host, port=port, log_level=log_level, access_log=False)
+    config = uvicorn.Config(create_app(plane), log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+    return listener
 
 
 @token_app.command("create")

@@ -136,14 +136,17 @@ class MicroVmRuntime:
     def prepare(self) -> dict[str, object]:
         """Fetch and build what guests boot from, and probe the acceleration (all cached)."""
         if self._kernel is None or self._initramfs is None:
+            # Real paths: QEMU command lines and qcow2 backing files are saved with
+            # them (templates), and `vm/` may be a link shared by data directories.
             self._kernel = fetch_kernel(self.data_dir)
+            self._kernel = dataclasses.replace(self._kernel, root=self._kernel.root.resolve())
             egress = self.network.egress if self.network is not None else None
             self._initramfs = build_initramfs(
                 self.data_dir,
                 self._kernel,
                 fetch_busybox(self.data_dir),
                 egress.ca.cert_pem if egress is not None else b"",
-            )
+            ).resolve()
         verdict = acceleration(self.data_dir, self._kernel.vmlinuz, self._initramfs)
         self._accel = str(verdict["accel"])
         return verdict
@@ -217,7 +220,8 @@ class MicroVmRuntime:
         key = f"{spec.image_id}-{self._initramfs.name.split('.')[0]}-{self._accel}"
         key += f"-{config[0]}c{config[1]}m-{'net' if self.network is not None else 'nonet'}"
         # Hashed: QEMU's sockets live in the directory, and socket paths are short.
-        return self.data_dir / "vm" / "templates" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        templates = (self.data_dir / "vm").resolve() / "templates"
+        return templates / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @staticmethod
     def _vm_resources(spec: SessionSpec) -> tuple[int, int]:
@@ -339,7 +343,7 @@ class MicroVmRuntime:
         image = self.images.get(spec.image_id)
         if image is None:
             raise SessionStartError(f"no image {spec.image_id}")
-        return root_disk(self.data_dir, image, self.id_shift, DISK_MIB), "raw"
+        return root_disk(self.data_dir, image, self.id_shift, DISK_MIB).resolve(), "raw"
 
     def _prepare(self, sdir: Path, spec: SessionSpec) -> tuple[VmConfig, str | None]:
         self.prepare()

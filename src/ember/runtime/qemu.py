@@ -74,6 +74,10 @@ def qemu_argv(config: VmConfig) -> list[str]:
         "-initrd", str(config.initramfs),
         "-append", " ".join(append),
         "-device", "virtio-rng-device",
+        # QEMU's own seccomp filter: no obsolete calls, no resource or scheduler
+        # control. (Spawning stays allowed: saving memory goes through `exec:`;
+        # elevateprivileges=deny makes -daemonize fail.)
+        "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
     ]  # fmt: skip
     if config.console_log is not None:
         argv += ["-chardev", f"file,id=console,path={config.console_log}"]
