@@ -261,3 +261,39 @@ async def test_the_shared_limits_hold_in_a_guest(start_vm: Any) -> None:
     await session.agent.mkdir("/vercel/sandbox/dir")
     listed = await session.run(["ls", "-d", "/vercel/sandbox/dir"])
     assert listed.exit_code == 0
+
+
+async def test_deep_snapshot_chains_are_flattened(image: ImageInfo) -> None:
+    """Past the depth limit a layer is rebased onto the image's root disk: it no
+    longer needs its ancestors."""
+    from ember.snapshots import LayerStore
+
+    runtime = MicroVmRuntime(
+        DATA_DIR, id_shift=default_id_shift(), layers=LayerStore(DATA_DIR, max_depth=1)
+    )
+    layers: list[str] = []
+    top: str | None = None
+    try:
+        for name in ("a", "b"):
+            session_id = f"{RUN_PREFIX}-vmflat-{uuid.uuid4().hex[:6]}"
+            await runtime.start(SessionSpec(session_id, image.image_id, top_layer=top))
+            session = TestSession(runtime, session_id)  # type: ignore[arg-type]
+            await session.sh(f"echo {name} > /vercel/sandbox/{name}.txt")
+            await runtime.stop(session_id)
+            layer_id = f"{RUN_PREFIX}-fl{uuid.uuid4().hex[:8]}"
+            frozen = await runtime.freeze(session_id, layer_id)
+            layers.append(layer_id)
+            top = frozen.layer_id
+        assert runtime.layers.get(layers[0]).parent is None
+        flattened = runtime.layers.get(layers[1])
+        assert flattened.parent is None and flattened.depth == 1  # would have been 2
+        runtime.layers.delete(layers.pop(0))  # its content lives on in the flattened one
+        session_id = f"{RUN_PREFIX}-vmflat-{uuid.uuid4().hex[:6]}"
+        await runtime.start(SessionSpec(session_id, image.image_id, top_layer=top))
+        session = TestSession(runtime, session_id)  # type: ignore[arg-type]
+        both = await session.sh("cat /vercel/sandbox/a.txt /vercel/sandbox/b.txt")
+        assert both.stdout == b"a\nb\n"
+        await runtime.discard(session_id)
+    finally:
+        for layer_id in layers:
+            runtime.layers.delete(layer_id)

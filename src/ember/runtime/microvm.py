@@ -594,17 +594,35 @@ class MicroVmRuntime:
             info = self._read_info(session_id)
             if self._pid_alive(sdir):
                 raise SessionStartError(f"session {session_id} is running; stop it before freezing")
+            parent = info.spec.top_layer
+            depth = 1 + (self.layers.get(parent).depth if parent else 0)
+            if parent and depth > self.layers.max_depth:
+                await self._flatten(sdir / "disk.qcow2", info.spec)
+                parent = None
             layer = await asyncio.to_thread(
                 self.layers.publish,
                 str(sdir / "disk.qcow2"),
                 layer_id=layer_id,
-                parent=info.spec.top_layer,
+                parent=parent,
                 image_id=info.spec.image_id,
                 disk_format="qcow2",
             )
             await asyncio.to_thread(mounts.remove_tree, str(sdir))
             self._locks.pop(session_id, None)
             return FrozenLayer(layer.layer_id, layer.parent, layer.size_bytes)
+
+    async def _flatten(self, overlay: Path, spec: SessionSpec) -> None:
+        """Rebase the overlay straight onto the image's root disk: qemu-img copies
+        in whatever its snapshot chain held, so the chain stops growing."""
+        image = self.images.get(spec.image_id)
+        if image is None:
+            raise EmberRuntimeError(f"no image {spec.image_id} to flatten onto")
+        base = await asyncio.to_thread(root_disk, self.data_dir, image, self.id_shift, DISK_MIB)
+        await proc.run_async(
+            ["qemu-img", "rebase", "-f", "qcow2", "-b", str(base.resolve()), "-F", "raw",
+             str(overlay)],
+            timeout_s=1800,
+        )  # fmt: skip
 
     async def discard(self, session_id: str) -> None:
         await asyncio.shield(self._discard(session_id))
