@@ -280,10 +280,10 @@ class Bench:
 
     async def _microvm(self) -> None:
         plan = self.plan
-        log(f"microVMs ({self.microvms.verdict.get('accel', '?')}): template, then cold boots "
-            f"x{plan.vm_boots}, restores x{plan.vm_restores}, round trips x{plan.vm_roundtrips}, "
+        await self.microvms.open()  # probes the acceleration, builds the template
+        log(f"microVMs ({self.microvms.verdict.get('accel')}): cold boots x{plan.vm_boots}, "
+            f"restores x{plan.vm_restores}, round trips x{plan.vm_roundtrips}, "
             f"pause/resume x{plan.vm_pauses}")  # fmt: skip
-        await self.microvms.open()
         for _ in range(plan.vm_boots):
             self.samples[VM_COLD].append(await self.microvms.cold_boot_ms())
             self.samples[QEMU_FLOOR].append(await asyncio.to_thread(self.microvms.qemu_floor_ms))

@@ -59,6 +59,23 @@ def _string_map(value: Any, name: str) -> dict[str, str]:
     return value
 
 
+def parse_restored(request: dict[str, Any]) -> tuple[float, bytes, str | None]:
+    """The `restored` request's (time, seed, hostname), or a BAD_REQUEST."""
+    try:
+        seed = bytes.fromhex(_field(request, "seed", str))
+    except ValueError:
+        seed = b""
+    if not 16 <= len(seed) <= 512:
+        raise protocol.AgentError(protocol.BAD_REQUEST, "seed must be 16 to 512 bytes of hex")
+    now = request.get("time")
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        raise protocol.AgentError(protocol.BAD_REQUEST, "time must be a number")
+    hostname = _optional(request, "hostname", str)
+    if hostname is not None and not (0 < len(hostname) <= 63 and set(hostname) <= HOSTNAME_CHARS):
+        raise protocol.AgentError(protocol.BAD_REQUEST, "hostname must match [A-Za-z0-9-]{1,63}")
+    return float(now), seed, hostname
+
+
 class Agent:
     def __init__(self, user: User, workdir: str) -> None:
         self.user = user
@@ -111,24 +128,9 @@ class Agent:
         import fcntl  # only here: a container's agent never needs it
         import time
 
+        now, seed, hostname = parse_restored(request)
         try:
-            seed = bytes.fromhex(_field(request, "seed", str))
-        except ValueError:
-            seed = b""
-        if not 16 <= len(seed) <= 512:
-            raise protocol.AgentError(protocol.BAD_REQUEST, "seed must be 16 to 512 bytes of hex")
-        now = request.get("time")
-        if not isinstance(now, (int, float)) or isinstance(now, bool):
-            raise protocol.AgentError(protocol.BAD_REQUEST, "time must be a number")
-        hostname = _optional(request, "hostname", str)
-        if hostname is not None and not (
-            0 < len(hostname) <= 63 and set(hostname) <= HOSTNAME_CHARS
-        ):
-            raise protocol.AgentError(
-                protocol.BAD_REQUEST, "hostname must match [A-Za-z0-9-]{1,63}"
-            )
-        try:
-            time.clock_settime(time.CLOCK_REALTIME, float(now))
+            time.clock_settime(time.CLOCK_REALTIME, now)
             fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(fd, seed)

@@ -139,6 +139,7 @@ def intercept(
     upstream_context: ssl.SSLContext,
 ) -> None:
     session = ca.server_context(name).wrap_socket(client, server_side=True)
+    session.settimeout(None)  # handshake done: requests may come at any pace
     try:
         raw: socket.socket | None = None
         try:

@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import ssl
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from .links import (
     netns_name,
 )
 from .policy import NetworkPolicy
-from .pool import DEFAULT_RANGE, AddressPool, NetworkError
+from .pool import DEFAULT_RANGE, AddressPool, Lease, NetworkError
 from .proxy import EgressProxy
 from .resolver import UpstreamResolver
 from .trust import trust_layer
@@ -168,20 +168,24 @@ class NetworkManager:
 
     def attach(self, session_id: str, policy: Mapping[str, Any] | None, pid: int) -> SessionNetwork:
         """Give the process `pid` (a session's init) its network and policy."""
-        network = create_session_network(self.pool.lease(session_id), pid)
-        try:
-            self._set_policy(session_id, network.host_if, str(network.lease.sandbox_ip), policy)
-        except BaseException:
-            self.detach(session_id)
-            raise
-        return network
+        return self._attach(session_id, policy, lambda lease: create_session_network(lease, pid))
 
     def attach_tap(
         self, session_id: str, policy: Mapping[str, Any] | None, tap: str
     ) -> SessionNetwork:
         """A microVM's network: a named namespace whose `eth0` is bridged with
         the tap device `tap`, for QEMU to open from inside that namespace."""
-        network = create_session_network(self.pool.lease(session_id), tap=tap)
+        return self._attach(
+            session_id, policy, lambda lease: create_session_network(lease, tap=tap)
+        )
+
+    def _attach(
+        self,
+        session_id: str,
+        policy: Mapping[str, Any] | None,
+        make: Callable[[Lease], SessionNetwork],
+    ) -> SessionNetwork:
+        network = make(self.pool.lease(session_id))
         try:
             self._set_policy(session_id, network.host_if, str(network.lease.sandbox_ip), policy)
         except BaseException:

@@ -235,14 +235,15 @@ class EgressProxy:
             )
             _refuse(client, request.kind, str(refusal))
             return
-        client.settimeout(None)
         rules = policy.injections_for(request.name) if request.name else []
         if request.kind == "tls" and rules:
             assert request.name is not None
+            # The handshake keeps the first bytes' deadline; `intercept` lifts it.
             intercept(
                 client, request.name, request.destination, rules, self.ca, self.upstream_context
             )
             return
+        client.settimeout(None)
         with socket.create_connection(request.destination, timeout=CONNECT_TIMEOUT_S) as upstream:
             upstream.settimeout(None)
             if request.head:

@@ -71,19 +71,6 @@ TAP = "tap0"  # in the session's own namespace
 SESSION_DIR = "@SESSION_DIR@"  # in a template's saved command line
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive; QEMU daemonizes, so it is never our child, but be exact.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
-
-
 async def _daemonize(argv: list[str], log_path: Path) -> None:
     """Run QEMU with -daemonize: returns once its first process exits (the VM
     runs on). Its output goes to a file, not pipes: the daemon would hold a
@@ -274,19 +261,24 @@ class MicroVmRuntime:
             await self._wait_for_agent(staging)
             await self._save_memory(staging)
             pid = self._pid(staging)
-            while pid is not None and _alive(pid):
+            while pid is not None and proc.pid_alive(pid):
                 await asyncio.sleep(0.01)
             (staging / "qemu.argv.json").write_text(
                 json.dumps([arg.replace(str(staging), SESSION_DIR) for arg in argv])
             )
             for name in ("port.sock", "agent.sock", "qmp.sock", "qemu.pid"):
                 (staging / name).unlink(missing_ok=True)
-            os.rename(staging, directory)
+            try:
+                os.rename(staging, directory)
+            except OSError:
+                if not (directory / "memory.bin").exists():
+                    raise
+                # Another emberd sharing this cache built it meanwhile: use theirs.
         finally:
             if channels is not None:
                 await channels.close()
             pid = self._pid(staging)
-            if pid is not None and _alive(pid):
+            if pid is not None and proc.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
             if netns is not None:
                 await proc.run_async(["ip", "netns", "del", netns], check=False)
@@ -419,7 +411,7 @@ class MicroVmRuntime:
 
     def _pid_alive(self, sdir: Path) -> bool:
         pid = self._pid(sdir)
-        return pid is not None and _alive(pid)
+        return pid is not None and proc.pid_alive(pid)
 
     # -- pause and resume, with memory ------------------------------------------
 
@@ -541,7 +533,7 @@ class MicroVmRuntime:
         if channels is not None:
             await channels.close()
         pid = self._pid(sdir)
-        if pid is None or not _alive(pid):
+        if pid is None or not proc.pid_alive(pid):
             return
         with contextlib.suppress(Exception):
             qmp = QMPClient(f"ember-{session_id}")
@@ -551,12 +543,12 @@ class MicroVmRuntime:
             with contextlib.suppress(Exception):
                 await qmp.disconnect()
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _alive(pid) and time.monotonic() < deadline:
+        while proc.pid_alive(pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if _alive(pid):
+        if proc.pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while proc.pid_alive(pid):
                 await asyncio.sleep(0.01)
 
     async def _end(self, session_id: str) -> None:
@@ -659,7 +651,7 @@ class MicroVmRuntime:
             raise SessionNotFoundError(f"no session {session_id}")
         pid = self._pid(sdir)
         cpu_ms = memory = 0
-        if pid is not None and _alive(pid):
+        if pid is not None and proc.pid_alive(pid):
             with contextlib.suppress(OSError, IndexError, ValueError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 ticks = os.sysconf("SC_CLK_TCK")

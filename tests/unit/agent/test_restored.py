@@ -1,50 +1,43 @@
-"""The `restored` operation refuses bad input before it touches the clock or the RNG.
+"""The `restored` operation's request: refused unless well formed.
 
-(Only refusals are tested here: these tests run as root on the host, where a
-valid request would set the host's clock, so even the refused ones carry the
-current time. The microVM tests cover the rest.)
+(The parsing is tested on its own: a real `Agent` in the test process would
+start its reaper, which collects every child of that process; and a valid
+request would set the host's clock. The microVM tests cover the operation.)
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
 from ember.agent import protocol
-from ember.agent.commands import User
-from ember.agent.server import Agent
+from ember.agent.server import parse_restored
 
-NOW = time.time()
-
-
-class _Conn:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send_json(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+SEED = "00" * 32
 
 
 @pytest.mark.parametrize(
     "request_",
     [
-        {"time": NOW},  # no seed
-        {"time": NOW, "seed": "zz" * 32},  # not hex
-        {"time": NOW, "seed": "00" * 8},  # too short
-        {"time": NOW, "seed": "00" * 600},  # too long
-        {"time": "now", "seed": "00" * 32},
-        {"time": True, "seed": "00" * 32},
-        {"time": NOW, "seed": "00" * 32, "hostname": "a b"},
-        {"time": NOW, "seed": "00" * 32, "hostname": "x\nevil"},
-        {"time": NOW, "seed": "00" * 32, "hostname": "h" * 64},
+        {"time": 1.0},  # no seed
+        {"time": 1.0, "seed": "zz" * 32},  # not hex
+        {"time": 1.0, "seed": "00" * 8},  # too short
+        {"time": 1.0, "seed": "00" * 600},  # too long
+        {"time": "now", "seed": SEED},
+        {"time": True, "seed": SEED},
+        {"time": 1.0, "seed": SEED, "hostname": "a b"},
+        {"time": 1.0, "seed": SEED, "hostname": "x\nevil"},
+        {"time": 1.0, "seed": SEED, "hostname": "h" * 64},
     ],
 )
-def test_bad_requests_change_nothing(request_: dict[str, Any]) -> None:
-    agent = Agent(User.lookup("root"), "/")
-    conn = _Conn()
+def test_bad_requests_are_refused(request_: dict[str, Any]) -> None:
     with pytest.raises(protocol.AgentError) as raised:
-        agent.op_restored(conn, request_)  # type: ignore[arg-type]
+        parse_restored(request_)
     assert raised.value.code == protocol.BAD_REQUEST
-    assert conn.sent == []
+
+
+def test_a_good_request() -> None:
+    request = {"time": 1700000000, "seed": SEED, "hostname": "sb-1"}
+    assert parse_restored(request) == (1700000000.0, bytes(32), "sb-1")
+    assert parse_restored({"time": 2.5, "seed": SEED})[2] is None
