@@ -42,6 +42,7 @@ compat-deps: $(COMPAT_JS)/node_modules/.installed
 # The base image for tests (cached by recipe hash: instant once built).
 image: setup
 	$(VENV)/bin/ember image build --data-dir $(EMBER_TEST_DATA_DIR)
+	$(VENV)/bin/ember image guest --data-dir $(EMBER_TEST_DATA_DIR)
 
 test: setup image compat-deps
 	$(PY) -m pytest -m "integration or not integration" tests

@@ -98,6 +98,31 @@ def image_build(
         )
 
 
+@image_app.command("guest")
+def image_guest(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Prepare microVM guests (cached): kernel, initramfs, the image's root disk, the probe."""
+    from ember.image.kernel import GuestAssetError
+    from ember.image.vmdisk import root_disk
+    from ember.runtime.container import default_id_shift
+    from ember.runtime.microvm import MicroVmRuntime
+
+    shift = default_id_shift()
+    recipe = ImageRecipe().with_id_shift(shift)
+    info = ImageStore(data_dir).get(recipe.image_id)
+    if info is None:
+        fail(f"no image {recipe.image_id} yet: run `ember image build` first")
+    assert info is not None
+    try:
+        with console.status("fetching the guest kernel, building the initramfs"):
+            verdict = MicroVmRuntime(data_dir, id_shift=shift).prepare()
+        with console.status("making the image's root disk"):
+            disk = root_disk(data_dir, info, shift)
+    except (GuestAssetError, OSError) as exc:
+        fail(f"cannot prepare microVM guests: {exc}")
+    console.print(f"microVM guests ready: root disk {disk}; acceleration {verdict['accel']}")
+    console.print(f"  {verdict['why']}", markup=False, highlight=False)
+
+
 @image_app.command("ls")
 def image_ls(
     data_dir: DataDir = DEFAULT_DATA_DIR,
