@@ -297,3 +297,21 @@ async def test_deep_snapshot_chains_are_flattened(image: ImageInfo) -> None:
     finally:
         for layer_id in layers:
             runtime.layers.delete(layer_id)
+
+
+async def test_a_new_runtime_adopts_running_guests(
+    vm_runtime: MicroVmRuntime, start_vm: Any
+) -> None:
+    """What a restarted emberd does: its agent channels come back when it lists sessions."""
+    session = await start_vm()
+    await session.sh("echo before > /tmp/mark")
+    await vm_runtime.release(session.session_id)  # as the exiting emberd would
+    successor = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift())
+    try:
+        assert session.session_id in await successor.sessions()
+        adopted = TestSession(successor, session.session_id)  # type: ignore[arg-type]
+        adopted._n = 1000
+        assert (await adopted.run(["cat", "/tmp/mark"])).stdout == b"before\n"
+        assert (await successor.info(session.session_id)).status == SessionStatus.RUNNING
+    finally:
+        await successor.release(session.session_id)

@@ -666,9 +666,23 @@ class MicroVmRuntime:
         return ResourceUsage(cpu_ms, memory, memory, 0, disk_used, ingress, egress)
 
     async def sessions(self) -> list[str]:
-        return sorted(
+        """Every session on disk; running VMs get their agent channels back (after a
+        restart of emberd, recovery asks their agents whether they answer)."""
+        found = sorted(
             p.name for p in self.vms_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
+        for session_id in found:
+            if session_id not in self._channels and self._pid_alive(self._dir(session_id)):
+                with contextlib.suppress(OSError):
+                    await self._attach(session_id)
+        return found
+
+    async def release(self, session_id: str) -> None:
+        """Let go of a running session's agent channels; its VM runs on (what an
+        exiting emberd leaves behind, for the next one to adopt)."""
+        channels = self._channels.pop(session_id, None)
+        if channels is not None:
+            await channels.close()
 
     def close(self) -> None:
         """Nothing is kept for future sessions; running VMs outlive emberd."""
