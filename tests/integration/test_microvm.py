@@ -315,3 +315,20 @@ async def test_a_new_runtime_adopts_running_guests(
         assert (await successor.info(session.session_id)).status == SessionStatus.RUNNING
     finally:
         await successor.release(session.session_id)
+
+
+def test_a_microvm_session_survives_a_crash_of_emberd(emberd: Any) -> None:
+    """kill -9 of emberd: the guest runs on, and the next emberd adopts it."""
+    from .test_api_lifecycle import create, run
+    from .test_api_restart import restart
+
+    with emberd.client() as api:
+        created = create(api, runtime="microvm")
+        name, sid = created["sandbox"]["name"], created["session"]["id"]
+        boot = run(api, sid, "cat", "/proc/sys/kernel/random/boot_id")[1]
+    with restart(emberd) as after:
+        sandbox = after.get(f"/v2/sandboxes/{name}").json()["sandbox"]
+        assert sandbox["status"] == "running" and sandbox["currentSessionId"] == sid
+        # The same boot of the same guest, not a new one.
+        assert run(after, sid, "cat", "/proc/sys/kernel/random/boot_id")[1] == boot
+        assert after.delete(f"/v2/sandboxes/{name}").status_code == 200
