@@ -16,7 +16,7 @@ from pathlib import Path
 import ember.agent
 from ember.runtime import proc
 
-from .kernel import GuestAssetError, GuestKernel, locked_dir
+from .kernel import GuestAssetError, GuestKernel, build_once
 
 INIT_SCRIPT = Path(__file__).with_name("guest") / "init.sh"
 BUILD_FORMAT = 1  # bump when the archive's layout changes in a way the inputs do not show
@@ -92,11 +92,8 @@ def build_initramfs(
     installation's egress CA, which init adds to the guest's trust store."""
     directory = data_dir / "vm" / "initramfs"
     target = directory / f"{initramfs_key(kernel, busybox, ca_pem)}.cpio.gz"
-    if target.exists():
-        return target
-    with locked_dir(directory):
-        if target.exists():
-            return target
+
+    def build() -> None:
         with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as scratch:
             tree = Path(scratch) / "tree"
             for sub in ("bin", "lib/modules", "agent"):
@@ -123,4 +120,6 @@ def build_initramfs(
             ).stdout
             archive.write_bytes(proc.run(["gzip", "-1"], input_bytes=packed, timeout_s=120).stdout)
             os.rename(archive, target)
+
+    build_once(directory, target, build)
     return target

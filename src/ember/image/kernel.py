@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +67,21 @@ def kernel_package() -> str:
     return found.group(1).decode()
 
 
+def build_once(directory: Path, done: Path, build: Callable[[], None]) -> None:
+    """Run `build` unless `done` exists, holding `directory`'s lock: one builder
+    per cache entry; a caller that waited finds the first one's result."""
+    if done.exists():
+        return
+    with locked_dir(directory):
+        if not done.exists():
+            build()
+
+
 def fetch_package(name: str, packages_dir: Path) -> Path:
     """The package `name` extracted under `packages_dir/name` (downloaded once)."""
     target = packages_dir / name
-    if (target / ".complete").exists():
-        return target
-    with locked_dir(packages_dir):
-        if (target / ".complete").exists():
-            return target
+
+    def fetch() -> None:
         with tempfile.TemporaryDirectory(dir=packages_dir, prefix=".fetch-") as scratch:
             # _apt drops privileges for downloads: the scratch directory must be its to write.
             os.chmod(scratch, 0o777)  # noqa: S103 - a private, short-lived download directory
@@ -91,6 +98,8 @@ def fetch_package(name: str, packages_dir: Path) -> Path:
             if target.exists():
                 shutil.rmtree(target)
             os.rename(staging, target)
+
+    build_once(packages_dir, target / ".complete", fetch)
     return target
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ember.runtime import disk, mounts, proc
 
 from .idshift import shift_tree
-from .kernel import GuestAssetError, locked_dir
+from .kernel import GuestAssetError, build_once
 from .store import ImageInfo
 
 DISK_MIB = 10 * 1024  # the default disk limit; sparse, so only used blocks count
@@ -33,11 +33,8 @@ def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = D
     """`<data_dir>/vm/disks/<image id>-<size>.ext4` for `image` (built once)."""
     directory = data_dir / "vm" / "disks"
     target = directory / f"{image.image_id}-{size_mib}.ext4"
-    if target.exists():
-        return target
-    with locked_dir(directory):
-        if target.exists():
-            return target
+
+    def build() -> None:
         staging = directory / f".{target.name}.tmp"
         staging.unlink(missing_ok=True)
         with open(staging, "wb") as f:
@@ -52,4 +49,6 @@ def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = D
             raise GuestAssetError(f"cannot make the root disk of {image.image_id}: {exc}") from exc
         staging.chmod(0o444)
         os.rename(staging, target)
+
+    build_once(directory, target, build)
     return target

@@ -115,13 +115,17 @@ class MicroVmRuntime:
         self._kernel: GuestKernel | None = None
         self._initramfs: Path | None = None
         self._accel: str | None = None
+        self._verdict: dict[str, object] | None = None
         self.templates = templates
         self._template_lock = asyncio.Lock()
 
     # -- assets ---------------------------------------------------------------
 
     def prepare(self) -> dict[str, object]:
-        """Fetch and build what guests boot from, and probe the acceleration (all cached)."""
+        """Fetch and build what guests boot from, and probe the acceleration (all cached;
+        after the first call, from memory: every start calls this)."""
+        if self._verdict is not None:
+            return self._verdict
         if self._kernel is None or self._initramfs is None:
             # Real paths: QEMU command lines and qcow2 backing files are saved with
             # them (templates), and `vm/` may be a link shared by data directories.
@@ -136,6 +140,7 @@ class MicroVmRuntime:
             ).resolve()
         verdict = acceleration(self.data_dir, self._kernel.vmlinuz, self._initramfs)
         self._accel = str(verdict["accel"])
+        self._verdict = verdict
         return verdict
 
     def _dir(self, session_id: str) -> Path:
