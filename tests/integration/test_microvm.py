@@ -7,6 +7,7 @@ initramfs, and talks to the agent inside over virtio-serial.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -202,7 +203,7 @@ async def test_pause_and_resume_keep_processes_and_memory(
     counter = await session.start(["sh", "-c", COUNTER])
     before = await _numbers(session, counter, 3)
     await vm_runtime.pause(session.session_id)
-    assert (await vm_runtime.info(session.session_id)).status == SessionStatus.STOPPED
+    assert (await vm_runtime.info(session.session_id)).status == SessionStatus.PAUSED
     await vm_runtime.resume(session.session_id)
     after = await _numbers(session, counter, len(before) + 5)
     # The same process went on counting: no restart from 1, no gap.
@@ -221,8 +222,8 @@ async def test_forks_of_a_paused_session_share_its_state_and_diverge(
     forks = []
     for _ in range(2):
         fork_id = f"{RUN_PREFIX}-vmf-{uuid.uuid4().hex[:6]}"
-        await vm_runtime.fork(source.session_id, fork_id)
-        await vm_runtime.resume(fork_id)
+        spec = (await vm_runtime.info(source.session_id)).spec
+        await vm_runtime.fork(source.session_id, dataclasses.replace(spec, session_id=fork_id))
         fork = TestSession(vm_runtime, fork_id)  # type: ignore[arg-type]
         fork._n = 1000  # the fork's agent remembers the source's commands: new ids
         forks.append(fork)

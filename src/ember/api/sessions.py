@@ -1,4 +1,4 @@
-"""Routes of sessions: list, get, stop, extend-timeout, snapshot; commands; files."""
+"""Routes of sessions: list, get, stop, pause, resume, extend-timeout, snapshot; commands; files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
-from ember.control.states import raise_unless_running
+from ember.control.states import PAUSED, raise_unless_running
 from ember.control.views import command_view, routes, sandbox_view, session_view, snapshot_view
 from ember.wire import errors
 from ember.wire.base import RequestModel
@@ -24,6 +24,7 @@ from ember.wire.command import (
 from ember.wire.common import Pagination
 from ember.wire.files import FileListResponse, FileStatResponse, file_stat
 from ember.wire.network import parse_network_policy
+from ember.wire.sandbox import PauseResponse
 from ember.wire.session import (
     ExtendTimeoutRequest,
     SessionList,
@@ -110,6 +111,26 @@ async def stop_session(session_id: str, control: Plane, caller: Caller) -> StopR
     )
 
 
+@router.post(SESSION + "/pause", response_model=PauseResponse)
+async def pause_session(session_id: str, control: Plane, caller: Caller) -> PauseResponse:
+    """Ember: save a running microVM session's memory and end its processes."""
+    session, sandbox = await control.pauses.pause(caller, session_id)
+    return PauseResponse(
+        session=session_view(session, sandbox.name),
+        sandbox=sandbox_view(sandbox, session, control.settings),
+    )
+
+
+@router.post(SESSION + "/resume", response_model=PauseResponse)
+async def resume_session(session_id: str, control: Plane, caller: Caller) -> PauseResponse:
+    """Ember: run a paused session again, as it was when it paused."""
+    session, sandbox = await control.pauses.resume(caller, session_id)
+    return PauseResponse(
+        session=session_view(session, sandbox.name),
+        sandbox=sandbox_view(sandbox, session, control.settings),
+    )
+
+
 @router.post(SESSION + "/extend-timeout", response_model=SessionResponse)
 async def extend_timeout(
     session_id: str, body: ExtendTimeoutRequest, control: Plane, caller: Caller
@@ -125,7 +146,8 @@ async def snapshot_session(
 ) -> SessionSnapshotResponse:
     body = await optional_body(request, SnapshotRequest)
     session, _ = await control.load_session(caller, session_id)
-    raise_unless_running(session)
+    if session.status != PAUSED:  # a paused session's disk is as it paused
+        raise_unless_running(session)
     result = await control.stop_session(
         session_id, snapshot="snapshot", expiration_ms=body.expiration
     )

@@ -43,6 +43,7 @@ from .auth import Principal, TokenVerifier
 from .commands import Commands
 from .files import Files
 from .ids import new_id
+from .pausing import Pauses, add_usage
 from .sandboxes import Sandboxes
 from .sessions import Sessions
 from .settings import Settings
@@ -105,6 +106,7 @@ class ControlPlane:
         self.files = Files(self)
         self.snapshots = Snapshots(self)
         self.terminals = Terminals(self)
+        self.pauses = Pauses(self)
 
     # -- background work ----------------------------------------------------
 
@@ -185,10 +187,11 @@ class ControlPlane:
 
     # -- starting -------------------------------------------------------------
 
-    async def start_session(self, sandbox_id: str) -> models.Session:
-        """Start a new session of a sandbox from its current snapshot (or image).
+    async def start_session(self, sandbox_id: str, *, fork_of: str | None = None) -> models.Session:
+        """Start a new session of a sandbox from its current snapshot (or image),
+        or with `fork_of`, from a copy of that live session's memory and disk.
 
-        The caller holds the sandbox's lock.
+        The caller holds the sandbox's lock (and with `fork_of`, the source's).
         """
         now = self.clock()
         session_id = new_id("sbx")
@@ -254,7 +257,10 @@ class ControlPlane:
             runtime=sandbox.runtime,
         )
         try:
-            info = await self.runtime.start(spec)
+            if fork_of is not None:
+                info = await self.pauses.fork_session(fork_of, spec)
+            else:
+                info = await self.runtime.start(spec)
         except EmberRuntimeError as exc:
             await self._mark_failed(session_id, sandbox_id)
             raise errors.RuntimeFailureError(f"the session could not start: {exc}") from exc
@@ -310,6 +316,10 @@ class ControlPlane:
         async with self.lock(session.sandbox_id):
             return await self._stop_locked(session_id, snapshot, expiration_ms)
 
+    async def stop_locked(self, session_id: str) -> StopResult:
+        """Stop as the sandbox says (snapshot when persistent); the caller holds its lock."""
+        return await self._stop_locked(session_id, "auto", None)
+
     async def _stop_locked(
         self, session_id: str, mode: SnapshotMode, expiration_ms: int | None
     ) -> StopResult:
@@ -355,7 +365,7 @@ class ControlPlane:
         snapshot_id = row.snapshot_id if method else None
         frozen_size: int | None = None
         if snapshot_id:
-            await self._set_status(session_id, "snapshotting")
+            await self.set_status(session_id, "snapshotting")
             if self.layers.exists(snapshot_id):
                 frozen_size = self.layers.get(snapshot_id).size_bytes  # frozen before a crash
             elif session_id in await self.runtime.sessions():
@@ -405,11 +415,9 @@ class ControlPlane:
             else:
                 session.snapshot_id = None
             if usage is not None:
-                session.active_cpu_ms = usage.cpu_ms
-                session.memory_peak_bytes = usage.memory_peak_bytes
-                session.ingress_bytes = usage.ingress_bytes
-                session.egress_bytes = usage.egress_bytes
+                add_usage(session, usage)
             session.status, session.stopped_at, session.updated_at = "stopped", at, at
+            session.paused_at = None
             if session.started_at:
                 box.total_duration_ms += at - session.started_at
             box.total_active_cpu_ms += session.active_cpu_ms
@@ -440,7 +448,7 @@ class ControlPlane:
             return box.snapshot_expiration_ms
         return self.settings.default_snapshot_expiration_ms
 
-    async def _set_status(self, session_id: str, status: str) -> None:
+    async def set_status(self, session_id: str, status: str) -> None:
         self._running.pop(session_id, None)
 
         def update(db: DbSession) -> None:
@@ -583,10 +591,16 @@ class ControlPlane:
         known = {row.id for row in active}
         adopted: dict[str, dict[str, Any]] = {}
         for row in active:
-            if row.status == "running" and row.id in in_runtime and await self._answers(row.id):
+            if row.status == "running" and row.id in in_runtime and await self.answers(row.id):
                 log.info("adopted running session %s", row.id)
                 adopted[row.id] = dict(row.network_policy or {})
                 await self.commands.watch_unfinished(row.id)
+                continue
+            if row.status in ("pausing", "resuming") and await self.pauses.recover(row):
+                settled = await self.db.run(partial(_get_session, session_id=row.id))
+                if settled is not None and settled.status == "running":
+                    adopted[row.id] = dict(row.network_policy or {})
+                    await self.commands.watch_unfinished(row.id)
                 continue
             log.info("finishing the interrupted stop of session %s (%s)", row.id, row.status)
             async with self.lock(row.sandbox_id):
@@ -618,12 +632,19 @@ class ControlPlane:
         return snapshot_id
 
     async def stop_if_dead(self, session_id: str) -> None:
-        """Stop a session whose agent no longer answers (keeping its filesystem)."""
-        if not await self._answers(session_id):
+        """Stop a running session whose agent no longer answers (keeping its
+        filesystem); a session that meanwhile paused or stopped is left alone."""
+        session = await self.db.run(partial(_get_session, session_id=session_id))
+        if session is None:
+            return
+        async with self.lock(session.sandbox_id):
+            session = await self.db.run(partial(_get_session, session_id=session_id))
+            if session is None or session.status != "running" or await self.answers(session_id):
+                return
             log.warning("session %s: the agent does not answer; stopping it", session_id)
-            await self.stop_session(session_id)
+            await self._stop_locked(session_id, "auto", None)
 
-    async def _answers(self, session_id: str) -> bool:
+    async def answers(self, session_id: str) -> bool:
         try:
             info = await self.runtime.info(session_id)
             if info.status is not SessionStatus.RUNNING:

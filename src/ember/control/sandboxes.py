@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select
@@ -17,13 +18,15 @@ from ember.wire.sandbox import CreateSandboxRequest, ForkSandboxRequest, UpdateS
 from .auth import Principal
 from .ids import new_id, new_sandbox_name
 from .pagination import check_limit, decode_cursor, encode_cursor
+from .pausing import check_forkable
 from .settings import ISOLATION, LEGACY_RUNTIMES
-from .states import ACTIVE
+from .states import ACTIVE, HELD, PAUSED
 
 if TYPE_CHECKING:
     from .plane import ControlPlane
 
 MEMORY_MIB_PER_VCPU = 2048
+LAYER_FORMAT = {"container": "ext4", "microvm": "qcow2"}  # what each runtime's snapshots hold
 SORT_COLUMNS = {
     "createdAt": models.Sandbox.created_at,
     "name": models.Sandbox.name,
@@ -72,6 +75,15 @@ class Sandboxes:
                 )
             return runtime
         return self.plane.settings.default_runtime
+
+    @staticmethod
+    def _runtime_value(runtime: str) -> str:
+        """On fork and update, `runtime` may only name the isolation."""
+        if runtime not in ISOLATION:
+            raise errors.BadRequestError(
+                f"runtime must be one of {', '.join(ISOLATION)} here (the image stays)"
+            )
+        return runtime
 
     def _image_id(self, image: str | None, runtime: str | None) -> str:
         if runtime in ISOLATION:
@@ -140,6 +152,18 @@ class Sandboxes:
             )
         return snapshot
 
+    def _check_layer_runtime(self, snapshot_id: str | None, runtime: str) -> None:
+        """A snapshot holds one runtime's disk format: refuse to start the other from it."""
+        if snapshot_id is None or not self.plane.layers.exists(snapshot_id):
+            return
+        held = self.plane.layers.get(snapshot_id).format
+        if LAYER_FORMAT.get(runtime, held) != held:
+            other = next(name for name, fmt in LAYER_FORMAT.items() if fmt == held)
+            raise errors.BadRequestError(
+                f"snapshot {snapshot_id} holds a {other} filesystem; "
+                f"a {runtime} session cannot start from it"
+            )
+
     # -- create and fork --------------------------------------------------------
 
     async def create(self, principal: Principal, request: CreateSandboxRequest) -> SandboxState:
@@ -158,6 +182,7 @@ class Sandboxes:
             if request.source is not None:
                 snapshot = self._check_snapshot(db, principal, request.source.snapshot_id)
                 snapshot_id, image = snapshot.id, snapshot.image_id
+                self._check_layer_runtime(snapshot.layer_id, isolation)
             row = models.Sandbox(
                 id=new_id("sbxn"),
                 project_id=principal.project_id,
@@ -185,10 +210,23 @@ class Sandboxes:
     async def fork(
         self, principal: Principal, source_name: str, request: ForkSandboxRequest
     ) -> SandboxState:
-        source = (await self._find(principal, source_name)).sandbox
+        found = await self._find(principal, source_name)
+        source = found.sandbox
         vcpus, memory = self._resources(
             request, source.vcpus, source.memory if request.resources is None else None
         )
+        runtime = source.runtime
+        if request.runtime is not None:
+            runtime = self._isolation(self._runtime_value(request.runtime))
+        base_snapshot_id = source.current_snapshot_id
+        if request.with_memory:
+            live = check_forkable(found.session)
+            if request.resources is not None or runtime != live.runtime:
+                raise errors.BadRequestError(
+                    "a fork with memory keeps its source's runtime, vCPUs and memory"
+                )
+            vcpus, memory = live.vcpus, live.memory  # the session's, as saved with its memory
+            base_snapshot_id = live.source_snapshot_id  # its disk stacks on that snapshot
         now = self.plane.clock()
         overrides = request.model_fields_set
 
@@ -202,7 +240,7 @@ class Sandboxes:
                 memory=memory,
                 timeout_ms=self._timeout(request.timeout or source.timeout_ms),
                 image_id=source.image_id,
-                runtime=source.runtime,
+                runtime=runtime,
                 region=request.region or source.region,
                 env=request.env if request.env is not None else dict(source.env),
                 tags=request.tags if request.tags is not None else dict(source.tags),
@@ -214,17 +252,26 @@ class Sandboxes:
                 keep_last_snapshots=_keep_last(request)
                 if "keep_last_snapshots" in overrides
                 else source.keep_last_snapshots,
-                current_snapshot_id=source.current_snapshot_id,
+                current_snapshot_id=base_snapshot_id,
                 **_fresh(now),
             )
             if row.current_snapshot_id:
-                self._check_snapshot(db, principal, row.current_snapshot_id)
+                snapshot = self._check_snapshot(db, principal, row.current_snapshot_id)
+                self._check_layer_runtime(snapshot.layer_id, runtime)
             return row
 
+        if request.with_memory:
+            return await self._add_and_start(build, fork_of=source.id)
         return await self._add_and_start(build)
 
-    async def _add_and_start(self, build: Callable[[DbSession], models.Sandbox]) -> SandboxState:
-        """Store a new sandbox (its name must be free in the project); start its first session."""
+    async def _add_and_start(
+        self,
+        build: Callable[[DbSession], models.Sandbox],
+        *,
+        fork_of: str | None = None,
+    ) -> SandboxState:
+        """Store a new sandbox (its name must be free in the project); start its first
+        session, or with `fork_of` (a sandbox id) fork that sandbox's live session."""
 
         def insert(db: DbSession) -> models.Sandbox:
             row = build(db)
@@ -238,8 +285,17 @@ class Sandboxes:
             return row
 
         row = await self.plane.db.run(insert)
-        async with self.plane.lock(row.id):
-            session = await self.plane.start_session(row.id)
+        if fork_of is None:
+            async with self.plane.lock(row.id):
+                session = await self.plane.start_session(row.id)
+            return await self._reload(row.id, session)
+        async with self.plane.lock(fork_of), self.plane.lock(row.id):
+            try:  # checked before, but the source may have stopped meanwhile
+                live = check_forkable(await self.plane.db.run(partial(_current, fork_of)))
+            except errors.EmberError:
+                await self.plane.db.run(partial(_remove_unstarted, row.id))
+                raise
+            session = await self.plane.start_session(row.id, fork_of=live.id)
         return await self._reload(row.id, session)
 
     async def _reload(self, sandbox_id: str, session: models.Session | None) -> SandboxState:
@@ -258,7 +314,10 @@ class Sandboxes:
             state = await self._find(principal, name)  # it may have resumed meanwhile
             if state.session is not None and state.session.status in ACTIVE:
                 return state
-            session = await self.plane.start_session(state.sandbox.id)
+            if state.session is not None and state.session.status == PAUSED:
+                session = await self.plane.pauses.resume_locked(state.session.id)
+            else:
+                session = await self.plane.start_session(state.sandbox.id)
         reloaded = await self._reload(state.sandbox.id, session)
         return SandboxState(reloaded.sandbox, session, resumed=True)
 
@@ -335,6 +394,8 @@ class Sandboxes:
             assert row is not None
             if "persistent" in fields and request.persistent is not None:
                 row.persistent = request.persistent
+            if "runtime" in fields and request.runtime is not None:
+                row.runtime = self._isolation(self._runtime_value(request.runtime))
             if "resources" in fields and request.resources is not None:
                 row.vcpus, row.memory = self._resources(request, row.vcpus, None)
             if "timeout" in fields and request.timeout is not None:
@@ -356,6 +417,10 @@ class Sandboxes:
             if "current_snapshot_id" in fields and request.current_snapshot_id is not None:
                 snapshot = self._check_snapshot(db, principal, request.current_snapshot_id)
                 row.current_snapshot_id = snapshot.id
+            if row.current_snapshot_id and {"runtime", "current_snapshot_id"} & fields:
+                current = db.get(models.Snapshot, row.current_snapshot_id)
+                if current is not None:
+                    self._check_layer_runtime(current.layer_id, row.runtime)
             row.updated_at = self.plane.clock()
             return row
 
@@ -368,7 +433,7 @@ class Sandboxes:
     ) -> SandboxState:
         state = await self._find(principal, name)
         session = state.session
-        if session is not None and session.status in ACTIVE:
+        if session is not None and session.status in HELD:
             await self.plane.stop_session(session.id, snapshot="none")
         async with self.plane.lock(state.sandbox.id):
 
@@ -417,3 +482,16 @@ def _keep_last(request: Any) -> dict[str, Any] | None:
         "expiration": keep.expiration,
         "deleteEvicted": keep.delete_evicted,
     }
+
+
+def _current(sandbox_id: str, db: DbSession) -> models.Session | None:
+    box = db.get(models.Sandbox, sandbox_id)
+    if box is None or box.current_session_id is None:
+        return None
+    return db.get(models.Session, box.current_session_id)
+
+
+def _remove_unstarted(sandbox_id: str, db: DbSession) -> None:
+    box = db.get(models.Sandbox, sandbox_id)
+    if box is not None:
+        db.delete(box)

@@ -15,6 +15,7 @@ from ember.wire import errors
 
 from .auth import Principal
 from .pagination import check_limit, check_order, decode_cursor, encode_cursor, keyset_by_created
+from .pausing import add_usage
 
 if TYPE_CHECKING:
     from .plane import ControlPlane
@@ -36,11 +37,8 @@ class Sessions:
         session, sandbox = await self.plane.load_session(principal, session_id)
         if session.status == "running":
             with contextlib.suppress(EmberRuntimeError, OSError):
-                usage = await self.plane.runtime.usage(session_id)
-                session.active_cpu_ms = usage.cpu_ms
-                session.memory_peak_bytes = usage.memory_peak_bytes
-                session.ingress_bytes = usage.ingress_bytes
-                session.egress_bytes = usage.egress_bytes
+                # Added to what earlier VM processes used (before a pause); not stored.
+                add_usage(session, await self.plane.runtime.usage(session_id))
         return session, sandbox
 
     async def query(

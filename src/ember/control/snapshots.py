@@ -20,7 +20,7 @@ from ember.wire import errors
 
 from .auth import Principal
 from .pagination import check_limit, check_order, decode_cursor, encode_cursor, keyset_by_created
-from .states import ACTIVE
+from .states import HELD
 
 if TYPE_CHECKING:
     from .plane import ControlPlane
@@ -193,7 +193,7 @@ class Snapshots:
                 db.scalars(
                     select(models.Snapshot.layer_id)
                     .join(models.Session, models.Session.source_snapshot_id == models.Snapshot.id)
-                    .where(models.Session.status.in_(ACTIVE))
+                    .where(models.Session.status.in_(HELD))
                 )
             )
             dead = set(

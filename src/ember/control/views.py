@@ -11,6 +11,7 @@ from ember.wire.session import NetworkTransfer, Session
 from ember.wire.snapshot import Snapshot
 
 from .settings import Settings
+from .states import PAUSED, WIRE_STATUS
 
 ROUTE_PREFIX = "sb-"
 
@@ -42,7 +43,8 @@ def session_view(row: models.Session, sandbox_name: str | None = None) -> Sessio
         region=row.region,
         runtime=row.runtime,
         timeout=row.timeout_ms,
-        status=row.status,
+        status=WIRE_STATUS.get(row.status, row.status),
+        paused=True if row.status == PAUSED else None,
         requested_at=row.requested_at,
         started_at=row.started_at,
         requested_stop_at=row.requested_stop_at,
@@ -57,7 +59,7 @@ def session_view(row: models.Session, sandbox_name: str | None = None) -> Sessio
         network_policy=normalise_network_policy(row.network_policy),
         active_cpu_duration_ms=row.active_cpu_ms,
         network_transfer=NetworkTransfer(ingress=row.ingress_bytes, egress=row.egress_bytes),
-        expires_at=row.expires_at,
+        expires_at=None if row.status == PAUSED else row.expires_at,  # no timeout while paused
         sandbox_name=sandbox_name,
         memory_peak_bytes=row.memory_peak_bytes or None,
     )
@@ -92,7 +94,10 @@ def sandbox_view(
         current_snapshot_id=row.current_snapshot_id,
         # The official clients accept only session statuses here; a deleted sandbox
         # (its sessions stopped and gone) reads as stopped.
-        status=session.status if session else _session_status(row.status),
+        status=WIRE_STATUS.get(session.status, session.status)
+        if session
+        else _session_status(row.status),
+        paused=True if session is not None and session.status == PAUSED else None,
         status_updated_at=row.status_updated_at,
         cwd=session.cwd if session else None,
         tags=row.tags,

@@ -221,6 +221,13 @@ class NetworkManager:
         lease = self.pool.find(session_id)
         return str(lease.sandbox_ip) if lease is not None else None
 
+    def lease(self, session_id: str) -> Lease | None:
+        return self.pool.find(session_id)
+
+    def netns(self, session_id: str) -> str | None:
+        """The named namespace of a session attached with `attach_tap`, if attached."""
+        return netns_name(session_id) if self.pool.find(session_id) is not None else None
+
     def transfer(self, session_id: str) -> tuple[int, int]:
         """(ingress, egress) bytes of the session so far, from its veth's counters.
 

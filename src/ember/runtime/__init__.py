@@ -22,6 +22,7 @@ from .base import (
     SessionSpec,
     SessionStartError,
     SessionStatus,
+    UnsupportedError,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "SessionStartError",
     "SessionStatus",
     "Terminal",
+    "UnsupportedError",
 ]

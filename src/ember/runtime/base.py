@@ -32,6 +32,10 @@ class SessionNotFoundError(EmberRuntimeError):
     """The runtime has no session with that id."""
 
 
+class UnsupportedError(EmberRuntimeError):
+    """This runtime cannot do that (pausing a container, for one)."""
+
+
 @dataclass(frozen=True)
 class Resources:
     vcpus: float = 1
@@ -60,6 +64,7 @@ class SessionSpec:
 class SessionStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"  # no processes; the writable layer is still there
+    PAUSED = "paused"  # no processes; memory saved to resume from (microVMs)
 
 
 @dataclass(frozen=True)
@@ -159,4 +164,19 @@ class Runtime(Protocol):
     async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         """After a restart: re-apply the policies of the adopted sessions (by id) and
         remove every other network a crashed predecessor left behind."""
+        ...
+
+    async def pause(self, session_id: str) -> None:
+        """Save a running session's memory and end its processes; `resume` brings
+        them back. UnsupportedError where the runtime cannot."""
+        ...
+
+    async def resume(
+        self, session_id: str, network_policy: Mapping[str, Any] | None = None
+    ) -> SessionInfo:
+        """Run a paused session again, as it was when it paused."""
+        ...
+
+    async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        """A new running session (`spec`) with a copy of a paused session's disk and memory."""
         ...

@@ -47,6 +47,7 @@ from .base import (
     SessionSpec,
     SessionStartError,
     SessionStatus,
+    UnsupportedError,
     info_from_json,
     info_to_json,
 )
@@ -547,6 +548,19 @@ class ContainerRuntime:
     async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         if self.network is not None:
             await asyncio.to_thread(self.network.restore, policies)
+
+    # A container's memory cannot be saved without CRIU, which fails on this
+    # class of host (docs/microvm.md): pausing is the microVM runtime's.
+    async def pause(self, session_id: str) -> None:
+        raise UnsupportedError("pausing a session needs the microvm runtime")
+
+    async def resume(
+        self, session_id: str, network_policy: Mapping[str, Any] | None = None
+    ) -> SessionInfo:
+        raise UnsupportedError("resuming a paused session needs the microvm runtime")
+
+    async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        raise UnsupportedError("forking a session with its memory needs the microvm runtime")
 
     def close(self) -> None:
         """Release what the runtime holds for future sessions (its disk pool, the

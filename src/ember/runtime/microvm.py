@@ -195,14 +195,25 @@ class MicroVmRuntime:
 
     async def _boot(self, spec: SessionSpec, sdir: Path) -> None:
         """A cold boot: kernel, initramfs, the agent."""
-        config, netns = await asyncio.to_thread(self._prepare, sdir, spec)
+        config = await asyncio.to_thread(self._prepare, sdir, spec)
         argv = qemu_argv(config)
-        if netns is not None:  # QEMU opens the tap inside the session's namespace
-            argv = ["ip", "netns", "exec", netns, *argv]
         (sdir / "qemu.argv.json").write_text(json.dumps(argv))
-        await _daemonize(argv, sdir / "qemu.log")
+        await self._launch(spec.session_id, sdir, argv)
         await self._attach(spec.session_id)
         await self._wait_for_agent(sdir)
+
+    async def _launch(
+        self, session_id: str, sdir: Path, argv: list[str], *, incoming: bool = False
+    ) -> None:
+        """Start QEMU from its saved command line: inside the session's network
+        namespace when it has one (QEMU opens the tap there), and loading
+        `memory.bin` when `incoming`."""
+        if incoming:
+            argv = [*argv, "-incoming", f"exec:cat {sdir / 'memory.bin'}"]
+        netns = self.network.netns(session_id) if self.network is not None else None
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        await _daemonize(argv, sdir / "qemu.log")
 
     # -- templates: a booted guest per image and size, restored instead of booting
 
@@ -248,7 +259,7 @@ class MicroVmRuntime:
         )
         channels: HostChannels | None = None
         try:
-            config, _ = await asyncio.to_thread(self._prepare, staging, template_spec)
+            config = await asyncio.to_thread(self._prepare, staging, template_spec)
             argv = qemu_argv(config)
             if netns is not None:
                 await proc.run_async(["ip", "netns", "add", netns])
@@ -292,33 +303,38 @@ class MicroVmRuntime:
 
     async def _start_from_template(self, spec: SessionSpec, sdir: Path, template: Path) -> None:
         """Restore a copy of the template, then give it this session's details."""
-        await proc.run_async(
-            ["cp", "--sparse=always", str(template / "disk.qcow2"), str(sdir / "disk.qcow2")],
-            timeout_s=600,
-        )
+        await self._copy_disk(template, sdir)
         os.link(template / "memory.bin", sdir / "memory.bin")  # read only, by the restore
         argv = [
             a.replace(SESSION_DIR, str(sdir))
             for a in json.loads((template / "qemu.argv.json").read_text())
         ]
-        network = None
-        if self.network is not None and spec.network_policy is not None:
-            network = await asyncio.to_thread(
-                self.network.attach_tap, spec.session_id, spec.network_policy, TAP
-            )
-            argv = ["ip", "netns", "exec", network.netns, *argv]
         (sdir / "qemu.argv.json").write_text(json.dumps(argv))
-        await self._restore(spec.session_id, sdir, argv, hostname=spec.hostname)
-        (sdir / "memory.bin").unlink()
-        if network is not None:  # the template's eth0 has no address
-            address, gateway = network.lease.sandbox_ip, network.lease.host_ip
-            script = [
-                f"ip addr add {address}/30 dev eth0",
-                "ip link set eth0 up",
-                f"ip route add default via {gateway}",
-                f"echo 'nameserver {gateway}' > /etc/resolv.conf",
-            ]
-            await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
+        await self._restore(spec, sdir, argv)
+
+    @staticmethod
+    async def _copy_disk(source: Path, target: Path) -> None:
+        await proc.run_async(
+            ["cp", "--sparse=always", str(source / "disk.qcow2"), str(target / "disk.qcow2")],
+            timeout_s=600,
+        )
+
+    async def _configure_network(self, spec: SessionSpec) -> None:
+        """Give a restored guest's eth0 the session's address: the memory it came
+        from had none (a template's) or another session's (a fork's source's) or
+        an address since given back (a paused session's)."""
+        lease = self.network.lease(spec.session_id) if self.network is not None else None
+        if lease is None:
+            return
+        address, gateway = lease.sandbox_ip, lease.host_ip
+        script = [
+            "ip addr flush dev eth0",
+            f"ip addr add {address}/30 dev eth0",
+            "ip link set eth0 up",
+            f"ip route replace default via {gateway}",
+            f"echo 'nameserver {gateway}' > /etc/resolv.conf",
+        ]
+        await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
 
     async def _run_as_root(self, session_id: str, argv: list[str]) -> None:
         agent = self.agent(session_id)
@@ -342,7 +358,7 @@ class MicroVmRuntime:
             raise SessionStartError(f"no image {spec.image_id}")
         return root_disk(self.data_dir, image, self.id_shift, DISK_MIB).resolve(), "raw"
 
-    def _prepare(self, sdir: Path, spec: SessionSpec) -> tuple[VmConfig, str | None]:
+    def _prepare(self, sdir: Path, spec: SessionSpec) -> VmConfig:
         self.prepare()
         assert self._kernel is not None and self._initramfs is not None and self._accel
         backing, backing_format = self._backing(spec)
@@ -358,12 +374,12 @@ class MicroVmRuntime:
             "workdir": DEFAULT_WORKDIR,
             "hostname": spec.hostname,
         }
-        netns = tap = None
+        tap = None
         if self.network is not None and spec.network_policy is not None:
             network = self.network.attach_tap(spec.session_id, spec.network_policy, TAP)
             kernel_args["address"] = f"{network.lease.sandbox_ip}/30"
             kernel_args["gateway"] = str(network.lease.host_ip)
-            netns, tap = network.netns, TAP
+            tap = TAP
         config = VmConfig(
             kernel=self._kernel.vmlinuz,
             initramfs=self._initramfs,
@@ -378,7 +394,7 @@ class MicroVmRuntime:
             kernel_args=kernel_args,
             tap=tap,
         )
-        return config, netns
+        return config
 
     async def _attach(self, session_id: str) -> None:
         """Start the agent channels' host end for a running VM (at start or adoption)."""
@@ -428,13 +444,17 @@ class MicroVmRuntime:
 
     async def pause(self, session_id: str) -> None:
         """Save the running VM's memory and device state to `memory.bin`, then end
-        the VM; its disk and network stay. `resume` brings it back as it was."""
+        the VM and give its network back; its disk stays. `resume` brings it back
+        as it was (with a network again)."""
         async with self._lock(session_id):
             sdir = self._dir(session_id)
             if not self._pid_alive(sdir):
                 raise EmberRuntimeError(f"session {session_id} is not running")
+            # What the guest wrote so far reaches its disk, as on a stop: a paused
+            # session that is stopped instead of resumed keeps it.
+            await self._sync_guest(session_id)
             await self._save_memory(sdir)
-            await self._kill(session_id)
+            await self._end(session_id)
             (sdir / "paused").touch()
 
     async def _save_memory(self, sdir: Path) -> None:
@@ -461,24 +481,43 @@ class MicroVmRuntime:
                 await qmp.disconnect()
         os.rename(staged, sdir / "memory.bin")
 
-    async def resume(self, session_id: str) -> None:
-        """Start a paused VM again from its memory: processes, open files and
-        memory as they were; the guest's clock is set and its RNG reseeded."""
-        async with self._lock(session_id):
-            sdir = self._dir(session_id)
-            memory = sdir / "memory.bin"
-            if not (sdir / "paused").exists() or not memory.exists():
-                raise EmberRuntimeError(f"session {session_id} is not paused")
-            argv = json.loads((sdir / "qemu.argv.json").read_text())
-            await self._restore(session_id, sdir, argv)
-            (sdir / "paused").unlink()
+    def paused(self, session_id: str) -> bool:
+        sdir = self._dir(session_id)
+        return (sdir / "paused").exists() and (sdir / "memory.bin").exists()
 
-    async def _restore(
-        self, session_id: str, sdir: Path, argv: list[str], hostname: str | None = None
-    ) -> None:
-        """QEMU from `memory.bin`, running, its agent answering, clock and RNG fresh."""
-        memory = sdir / "memory.bin"
-        await _daemonize([*argv, "-incoming", f"exec:cat {memory}"], sdir / "qemu.log")
+    async def resume(
+        self, session_id: str, network_policy: Mapping[str, Any] | None = None
+    ) -> SessionInfo:
+        """Start a paused VM again from its memory: processes, open files and
+        memory as they were; the guest's clock is set, its RNG reseeded and its
+        network attached again (with `network_policy`, else its last one)."""
+        async with self._lock(session_id):
+            if not self.paused(session_id):
+                raise EmberRuntimeError(f"session {session_id} is not paused")
+            info = self._read_info(session_id)
+            spec = info.spec
+            if network_policy is not None:
+                spec = dataclasses.replace(spec, network_policy=dict(network_policy))
+            sdir = self._dir(session_id)
+            argv = json.loads((sdir / "qemu.argv.json").read_text())
+            try:
+                await self._restore(spec, sdir, argv)
+            except BaseException:
+                await self._end(session_id)  # still paused: memory.bin stays
+                raise
+            (sdir / "paused").unlink()
+            info = dataclasses.replace(info, spec=spec, status=SessionStatus.RUNNING)
+            (sdir / "session.json").write_text(json.dumps(info_to_json(info)))
+            return info
+
+    async def _restore(self, spec: SessionSpec, sdir: Path, argv: list[str]) -> None:
+        """QEMU from `memory.bin`, running, its agent answering, clock and RNG fresh,
+        the session's hostname and network; then `memory.bin` goes (a template's
+        or fork source's stays: this was a link to it)."""
+        session_id = spec.session_id
+        if self.network is not None and spec.network_policy is not None:
+            await asyncio.to_thread(self.network.attach_tap, session_id, spec.network_policy, TAP)
+        await self._launch(session_id, sdir, argv, incoming=True)
         qmp = await self._qmp_at(sdir)
         try:
             while True:  # the incoming migration loads before the VM may run
@@ -492,36 +531,42 @@ class MicroVmRuntime:
                 await qmp.disconnect()
         await self._attach(session_id)
         await self._wait_for_agent(sdir)
-        await self._after_restore(session_id, hostname)
+        await self._after_restore(session_id, spec.hostname)
+        await self._configure_network(spec)
+        (sdir / "memory.bin").unlink()
 
-    async def fork(self, session_id: str, new_session_id: str) -> None:
-        """A paused copy of a paused session: its disk copied, its memory shared
-        (read only, by the incoming migration). `resume` starts it; the restore
-        reseeds its RNG, so two forks draw different randomness."""
+    async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        """A new running session from a paused one: its disk copied, its memory
+        shared (read only, by the incoming migration), with `spec`'s id, hostname
+        and network. The restore reseeds the RNG, so forks draw different randomness.
+        The source stays paused."""
+        if spec.resources != self._read_info(session_id).spec.resources:
+            raise EmberRuntimeError("a fork with memory keeps its source's vCPUs and memory")
         async with self._lock(session_id):
-            sdir, new = self._dir(session_id), self._dir(new_session_id)
-            if not (sdir / "paused").exists():
+            sdir, new = self._dir(session_id), self._dir(spec.session_id)
+            if not self.paused(session_id):
                 raise EmberRuntimeError(f"session {session_id} is not paused")
-            if self.network is not None and self.network.address(session_id) is not None:
-                raise EmberRuntimeError("forking a microVM with a network is not supported yet")
             new.mkdir(mode=0o700)
             try:
-                await proc.run_async(
-                    ["cp", "--sparse=always", str(sdir / "disk.qcow2"), str(new / "disk.qcow2")],
-                    timeout_s=600,
-                )
+                await self._copy_disk(sdir, new)
                 os.link(sdir / "memory.bin", new / "memory.bin")
                 argv = json.loads((sdir / "qemu.argv.json").read_text())
                 renamed = [arg.replace(str(sdir), str(new)) for arg in argv]
                 (new / "qemu.argv.json").write_text(json.dumps(renamed))
-                info = self._read_info(session_id)
-                spec = dataclasses.replace(info.spec, session_id=new_session_id)
-                copy = dataclasses.replace(info, session_id=new_session_id, spec=spec)
-                (new / "session.json").write_text(json.dumps(info_to_json(copy)))
+                info = SessionInfo(
+                    spec.session_id, self.name, SessionStatus.PAUSED, int(time.time() * 1000),
+                    DEFAULT_USER, DEFAULT_WORKDIR, spec,
+                )  # fmt: skip
+                (new / "session.json").write_text(json.dumps(info_to_json(info)))
                 (new / "paused").touch()
             except BaseException:
                 await asyncio.to_thread(mounts.remove_tree, str(new))
                 raise
+        try:
+            return await self.resume(spec.session_id)
+        except BaseException:
+            await self.discard(spec.session_id)
+            raise
 
     async def _after_restore(self, session_id: str, hostname: str | None = None) -> None:
         """A restored guest's clock is the save's and its RNG state a copy: the agent
@@ -572,6 +617,9 @@ class MicroVmRuntime:
                 raise SessionNotFoundError(f"no session {session_id}")
             await self._sync_guest(session_id)
             await self._end(session_id)
+            # A paused session's memory goes: its disk was synced when it paused.
+            for name in ("paused", "memory.bin"):
+                (sdir / name).unlink(missing_ok=True)
             (sdir / "stopped").touch()
 
     async def _sync_guest(self, session_id: str) -> None:
@@ -645,6 +693,8 @@ class MicroVmRuntime:
         if running and session_id not in self._channels:
             await self._attach(session_id)  # adopted after a restart of emberd
         status = SessionStatus.RUNNING if running else SessionStatus.STOPPED
+        if not running and self.paused(session_id):
+            status = SessionStatus.PAUSED
         return SessionInfo(
             info.session_id, info.runtime, status, info.started_at_ms, info.user, info.cwd,
             info.spec,

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .agent_client import AgentClient
-from .base import FrozenLayer, ResourceUsage, SessionInfo, SessionSpec, SessionStartError
+from .base import (
+    FrozenLayer,
+    ResourceUsage,
+    SessionInfo,
+    SessionSpec,
+    SessionStartError,
+    UnsupportedError,
+)
 from .container import ContainerRuntime
 from .microvm import MicroVmRuntime
 
@@ -76,3 +83,22 @@ class Runtimes:
 
     async def restore_networks(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         await self.container.restore_networks(policies)
+
+    def _microvm_of(self, session_id: str) -> MicroVmRuntime:
+        if self.microvm is None or not self.microvm.holds(session_id):
+            raise UnsupportedError(
+                "pausing and forking with memory need the microvm runtime; "
+                "this session runs in a container"
+            )
+        return self.microvm
+
+    async def pause(self, session_id: str) -> None:
+        await self._microvm_of(session_id).pause(session_id)
+
+    async def resume(
+        self, session_id: str, network_policy: Mapping[str, Any] | None = None
+    ) -> SessionInfo:
+        return await self._microvm_of(session_id).resume(session_id, network_policy)
+
+    async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        return await self._microvm_of(session_id).fork(session_id, spec)

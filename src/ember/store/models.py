@@ -89,6 +89,7 @@ class Session(Base):
     stopped_at: Mapped[int | None]
     aborted_at: Mapped[int | None]
     snapshotted_at: Mapped[int | None]
+    paused_at: Mapped[int | None] = mapped_column(default=None)  # while paused
     snapshot_id: Mapped[str | None] = mapped_column(String(64))  # the snapshot its stop took
     created_at: Mapped[int]
     updated_at: Mapped[int]

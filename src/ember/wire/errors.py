@@ -5,7 +5,8 @@
     │   ├── InvalidNameError        invalid_name
     │   ├── InvalidPathError        invalid_path
     │   ├── InvalidCursorError      invalid_cursor
-    │   └── CommandStdinUnavailableError  command_stdin_unavailable
+    │   ├── CommandStdinUnavailableError  command_stdin_unavailable
+    │   └── UnsupportedByRuntimeError  unsupported_by_runtime (pausing a container, ...)
     ├── UnauthorizedError           unauthorized
     ├── ForbiddenError              forbidden
     ├── NotFoundError               not_found
@@ -148,6 +149,12 @@ class CommandStdinUnavailableError(BadRequestError):
     """The command was started without stdin, or its stdin is closed."""
 
     code = "command_stdin_unavailable"
+
+
+class UnsupportedByRuntimeError(BadRequestError):
+    """The session's runtime cannot do that: pause and fork with memory are the microVM's."""
+
+    code = "unsupported_by_runtime"
 
 
 class NotImplementedYetError(EmberError):

@@ -75,10 +75,15 @@ class CreateSandboxRequest(_SandboxOptions):
 class ForkSandboxRequest(_SandboxOptions):
     project_id: str | None = None
     name: Name | None = None
+    runtime: str | None = None  # Ember: "container" | "microvm"
+    # Ember: start from a copy of the source session's memory and disk (a running
+    # or paused microVM), processes and all, instead of its current snapshot.
+    with_memory: bool = False
 
 
 class UpdateSandboxRequest(_SandboxOptions):
     current_snapshot_id: str | None = None
+    runtime: str | None = None  # Ember: "container" | "microvm", for the next session
 
 
 class Sandbox(ResponseModel):
@@ -103,6 +108,7 @@ class Sandbox(ResponseModel):
     current_session_id: str | None
     current_snapshot_id: str | None = None
     status: str
+    paused: bool | None = None  # Ember extension: its session is paused
     status_updated_at: int | None = None
     cwd: str | None = None
     tags: dict[str, str] | None = None
@@ -123,3 +129,10 @@ class SandboxResponse(ResponseModel):
 class SandboxList(ResponseModel):
     sandboxes: list[Sandbox]
     pagination: Pagination
+
+
+class PauseResponse(ResponseModel):
+    """Ember's pause and resume: the session and its sandbox, afterwards."""
+
+    session: Session
+    sandbox: Sandbox

@@ -23,6 +23,7 @@ class Session(ResponseModel):
     runtime: str | None = None
     timeout: int
     status: str  # pending | running | stopping | stopped | failed | aborted | snapshotting
+    paused: bool | None = None  # Ember extension: stopped with its memory saved, to resume
     requested_at: int
     started_at: int | None = None
     requested_stop_at: int | None = None

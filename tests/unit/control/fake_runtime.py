@@ -2,7 +2,8 @@
 
 Only the seam is fake: the store, the control plane and the API are real.
 `stop_gate` and `freeze_gate` hold a stop in its `stopping` and
-`snapshotting` states until the test releases them.
+`snapshotting` states until the test releases them. Sessions whose spec
+names the microvm runtime can pause, resume and fork, as microVMs can.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ember.runtime import (
     SessionNotFoundError,
     SessionSpec,
     SessionStatus,
+    UnsupportedError,
 )
 
 
@@ -28,6 +30,8 @@ class FakeRuntime:
         self.running: dict[str, SessionInfo] = {}
         self.stopped: dict[str, SessionInfo] = {}
         self.frozen: dict[str, str] = {}  # layer id -> session id
+        self.paused: dict[str, SessionInfo] = {}
+        self.forked: dict[str, str] = {}  # fork's session id -> source's
         self.stop_gate = asyncio.Event()
         self.freeze_gate = asyncio.Event()
         self.stop_gate.set()
@@ -51,7 +55,7 @@ class FakeRuntime:
 
     async def stop(self, session_id: str) -> None:
         await self.stop_gate.wait()
-        info = self.running.pop(session_id, None)
+        info = self.running.pop(session_id, None) or self.paused.pop(session_id, None)
         if info is not None:
             self.stopped[session_id] = info
 
@@ -64,10 +68,36 @@ class FakeRuntime:
     async def discard(self, session_id: str) -> None:
         self.running.pop(session_id, None)
         self.stopped.pop(session_id, None)
+        self.paused.pop(session_id, None)
+
+    def _microvm(self, info: SessionInfo) -> None:
+        if info.spec.runtime != "microvm":
+            raise UnsupportedError("pausing a session needs the microvm runtime")
+
+    async def pause(self, session_id: str) -> None:
+        info = self.running[session_id]
+        self._microvm(info)
+        self.paused[session_id] = self.running.pop(session_id)
+
+    async def resume(self, session_id: str, network_policy: object = None) -> SessionInfo:
+        info = self.paused.pop(session_id)
+        self.running[session_id] = info
+        return info
+
+    async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        assert session_id in self.paused, "forks are taken of paused sessions"
+        self.forked[spec.session_id] = session_id
+        return await self.start(spec)
 
     async def info(self, session_id: str) -> SessionInfo:
         if session_id in self.running:
             return self.running[session_id]
+        if session_id in self.paused:
+            info = self.paused[session_id]
+            return SessionInfo(
+                info.session_id, info.runtime, SessionStatus.PAUSED, info.started_at_ms,
+                info.user, info.cwd, info.spec,
+            )  # fmt: skip
         if session_id in self.stopped:
             return self.stopped[session_id]
         raise SessionNotFoundError(session_id)
@@ -90,4 +120,4 @@ class FakeRuntime:
         pass  # no networks to restore
 
     async def sessions(self) -> list[str]:
-        return sorted({*self.running, *self.stopped})
+        return sorted({*self.running, *self.stopped, *self.paused})
