@@ -23,6 +23,9 @@ from .durations import human, parse_ms
 from .output import console, fail, note, print_json, print_table, shown, stdout, when
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+RuntimeOpt = Annotated[
+    str | None, typer.Option(help="Isolation: container or microvm (the server's default).")
+]
 EnvOpt = Annotated[
     list[str] | None,
     typer.Option("--env", "-e", help="KEY=VALUE (repeatable; bare KEY copies it from here)."),
@@ -130,6 +133,7 @@ def register(app: typer.Typer) -> None:
         keep_last_snapshots: Annotated[
             int | None, typer.Option(help="Keep only the newest N (1-10).")
         ] = None,
+        runtime: RuntimeOpt = None,
         connect: Annotated[bool, typer.Option("--connect", help="Open a shell in it.")] = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -149,6 +153,7 @@ def register(app: typer.Typer) -> None:
             if snapshot_expiration
             else None,
             keep_last_snapshots=keep_last_snapshots,
+            runtime=runtime,
         )
         if as_json:
             print_json(sandbox.info)
@@ -169,7 +174,7 @@ def register(app: typer.Typer) -> None:
         tags: TagOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """List sandboxes (running ones unless --all)."""
+        """List sandboxes (running and paused ones unless --all)."""
         found = [
             s.info
             for s in Sandbox.list(
@@ -179,7 +184,7 @@ def register(app: typer.Typer) -> None:
                 sort_order=sort_order,
                 tags=key_values(tags),
             )
-            if all_ or s.status in ("running", "pending")
+            if all_ or s.status in ("running", "pending") or s.info.paused
         ]
         if as_json:
             print_json(found)
@@ -189,7 +194,7 @@ def register(app: typer.Typer) -> None:
             (
                 (
                     s.name,
-                    s.status,
+                    "paused" if s.paused else s.status,
                     when(s.created_at),
                     f"{s.memory} MiB",
                     s.vcpus,
@@ -344,18 +349,52 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Option(help="The new sandbox's name.")] = None,
         env: EnvOpt = None,
         tags: TagOpt = None,
+        with_memory: Annotated[
+            bool,
+            typer.Option(
+                "--with-memory",
+                help="Copy the running or paused session itself: memory, processes, files "
+                "(microVM sandboxes).",
+            ),
+        ] = False,
+        runtime: RuntimeOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """A new sandbox with the source's configuration and the files of its current snapshot."""
         original = sandbox_or_fail(source)
-        if original.status in ("running", "pending"):
+        if original.status in ("running", "pending") and not with_memory:
             note(
                 f"{source} is running: the fork starts from its last snapshot, without the "
-                f"changes since (`ember stop {source}` first to include them)",
+                f"changes since (`ember stop {source}` first, or --with-memory, to include them)",
                 "yellow",
             )
-        forked = original.fork(name=name, env=key_values(env, from_env=True), tags=key_values(tags))
+        forked = original.fork(
+            name=name,
+            env=key_values(env, from_env=True),
+            tags=key_values(tags),
+            with_memory=with_memory,
+            runtime=runtime,
+        )
         print_json(forked.info) if as_json else stdout.print(forked.name)
+
+    @app.command("pause")
+    @guarded
+    def pause(names: list[str], as_json: JsonOpt = False) -> None:
+        """Pause sandboxes with their memory (microVM sandboxes); `ember resume` or any
+        use brings them back as they were. Their timeout stands still meanwhile."""
+        for name in names:
+            sandbox = sandbox_or_fail(name).pause()
+            print_json(sandbox.info) if as_json else stdout.print(f"{name}: paused")
+
+    @app.command("resume")
+    @guarded
+    def resume(names: list[str], as_json: JsonOpt = False) -> None:
+        """Resume paused sandboxes (processes and memory as they were); a stopped
+        sandbox starts a new session from its snapshot."""
+        for name in names:
+            sandbox = sandbox_or_fail(name)
+            sandbox = sandbox.resume() if sandbox.paused else sandbox_or_fail(name, resume=True)
+            print_json(sandbox.info) if as_json else stdout.print(f"{name}: running")
 
     @app.command("snapshot")
     @guarded

@@ -286,6 +286,11 @@ class AsyncSandbox:
         return self._state.sandbox.status
 
     @property
+    def paused(self) -> bool:
+        """Its session is paused (it reads as stopped, as the reference's states go)."""
+        return bool(self._state.session is not None and self._state.session.paused)
+
+    @property
     def session(self) -> Session | None:
         return self._state.session
 
@@ -415,7 +420,7 @@ class AsyncSandbox:
     async def stop(self) -> SnapshotModel | None:
         """Stop the running session (blocking); returns the snapshot a persistent sandbox takes."""
         session = self._state.session
-        if session is None or session.status not in ("running", "pending"):
+        if session is None or not _core.stoppable(session):
             return None
         response = await self._client.send(
             _core.Call("POST", f"/v2/sandboxes/sessions/{session.id}/stop")
@@ -423,6 +428,20 @@ class AsyncSandbox:
         stopped = _core.parse(response, StopResponse)
         self._state.session = stopped.session
         return stopped.snapshot
+
+    async def pause(self) -> AsyncSandbox:
+        """Pause the running session with its memory (microVM sandboxes): no
+        processes run and its timeout stands still until `resume()`, or until
+        any call that needs the session resumes it."""
+        response = await self._client.send(_core.pause_or_resume(self._state, "pause"))
+        _core.apply_pause_or_resume(self._state, response)
+        return self
+
+    async def resume(self) -> AsyncSandbox:
+        """Run a paused session again: processes, files and memory as they were."""
+        response = await self._client.send(_core.pause_or_resume(self._state, "resume"))
+        _core.apply_pause_or_resume(self._state, response)
+        return self
 
     async def extend_timeout(self, duration: _core.Duration) -> Session:
         body = {"duration": _core.ms(duration)}
@@ -463,8 +482,15 @@ class AsyncSandbox:
             )
         )
 
-    async def fork(self, *, name: str | None = None, **options: Any) -> AsyncSandbox:
-        body = _requests.update_body(**options) | _core.drop_none({"name": name})
+    async def fork(
+        self, *, name: str | None = None, with_memory: bool = False, **options: Any
+    ) -> AsyncSandbox:
+        """A new sandbox with this one's configuration, from its current snapshot; with
+        `with_memory`, from a copy of its running or paused session's memory and disk
+        (microVM sandboxes), processes and all."""
+        body = _requests.update_body(**options) | _core.drop_none(
+            {"name": name, "withMemory": True if with_memory else None}
+        )
         response = await self._client.send(
             _core.Call("POST", _core.sandbox_path(self.name, "/fork"), json=body)
         )

@@ -31,7 +31,7 @@ from ember.wire.errors import (
     SandboxStoppingError,
     error_class,
 )
-from ember.wire.sandbox import Sandbox, SandboxResponse
+from ember.wire.sandbox import PauseResponse, Sandbox, SandboxResponse
 from ember.wire.session import Session, SessionResponse
 
 from ._config import Config
@@ -136,6 +136,25 @@ def snapshot_path(snapshot_id: str) -> str:
 
 def get_sandbox(name: str, *, resume: bool = False) -> Call:
     return Call("GET", sandbox_path(name), params={"resume": "true" if resume else None})
+
+
+def pause_or_resume(state: SandboxState, action: str) -> Call:
+    """Ember's `POST …/sessions/{id}/pause` or `…/resume` of the handle's session."""
+    if state.session is None:
+        raise SandboxStoppedError(f"sandbox {state.name!r} has no session to {action}")
+    return Call("POST", f"/v2/sandboxes/sessions/{state.session.id}/{action}")
+
+
+def apply_pause_or_resume(state: SandboxState, response: httpx.Response) -> None:
+    answer = parse(response, PauseResponse)
+    state.sandbox, state.session = answer.sandbox, answer.session
+
+
+def stoppable(session: Session | None) -> bool:
+    """Whether a stop has something to do: a live session, or a paused one."""
+    return session is not None and (
+        session.status in ("running", "pending") or bool(session.paused)
+    )
 
 
 def resume_flow(state: SandboxState) -> Flow[None]:

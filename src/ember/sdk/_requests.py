@@ -35,8 +35,10 @@ def create_body(
     network_policy: str | Mapping[str, Any] | None = None,
     snapshot_expiration: Duration | None = None,
     keep_last_snapshots: int | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """The body of `POST /v3/sandboxes`. Durations are seconds or timedeltas."""
+    """The body of `POST /v3/sandboxes`. Durations are seconds or timedeltas;
+    `runtime` ("container" or "microvm") is Ember's choice of isolation."""
     shared = update_body(
         ports=ports,
         timeout=timeout,
@@ -47,6 +49,7 @@ def create_body(
         persistent=persistent,
         network_policy=network_policy,
         snapshot_expiration=snapshot_expiration,
+        runtime=runtime,
     )
     source = {"type": "snapshot", "snapshotId": source_snapshot} if source_snapshot else None
     keep = {"count": keep_last_snapshots} if keep_last_snapshots else None
@@ -68,6 +71,7 @@ def update_body(
     network_policy: str | Mapping[str, Any] | None = None,
     snapshot_expiration: Duration | None = None,
     current_snapshot_id: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """The body of `PATCH /v2/sandboxes/{name}` (and of fork's overrides)."""
     return drop_none(
@@ -83,6 +87,7 @@ def update_body(
             if snapshot_expiration is not None
             else None,
             "currentSnapshotId": current_snapshot_id,
+            "runtime": runtime,
         }
     )
 
