@@ -147,6 +147,7 @@ async def test_a_microvm_gets_the_session_network_and_its_policy(
     )
     runtime = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift(), network=network)
     session_id = f"{RUN_PREFIX}-vmnet-{uuid.uuid4().hex[:6]}"
+    fork_id = f"{RUN_PREFIX}-vmnetf-{uuid.uuid4().hex[:6]}"
     try:
         await asyncio.to_thread(runtime.prepare)
         await runtime.start(
@@ -172,12 +173,36 @@ async def test_a_microvm_gets_the_session_network_and_its_policy(
         assert (await session.run([*fetch, "http://api.example.test/"])).stdout == b"000"
         usage = await runtime.usage(session_id)
         assert usage.ingress_bytes > 0 and usage.egress_bytes > 0
+
+        # Pausing gives the network back; resuming attaches one again, with its policy.
+        await runtime.pause(session_id)
+        assert network.address(session_id) is None
+        await runtime.resume(session_id, {"mode": "allow-all"})
+        assert (await session.run([*fetch, "http://api.example.test/"])).stdout == b"200"
+        # A fork of a networked session: its own namespace, address and hostname.
+        await runtime.pause(session_id)
+        spec = (await runtime.info(session_id)).spec
+        await runtime.fork(
+            session_id, dataclasses.replace(spec, session_id=fork_id, hostname="forked")
+        )
+        fork = TestSession(runtime, fork_id)  # type: ignore[arg-type]
+        fork._n = 1000  # the fork's agent remembers the source's commands: new ids
+        await runtime.resume(session_id)
+        addresses = {network.address(session_id), network.address(fork_id)}
+        assert None not in addresses and len(addresses) == 2
+        shown = await fork.run(["ip", "-4", "-o", "addr", "show", "eth0"])
+        assert f" {network.address(fork_id)}/".encode() in shown.stdout
+        assert (await fork.run(["hostname"])).stdout == b"forked\n"
+        for each in (fork, session):
+            assert (await each.run([*fetch, "http://api.example.test/"])).stdout == b"200"
     finally:
-        if session_id in await runtime.sessions():
-            await runtime.discard(session_id)
+        for each_id in (session_id, fork_id):
+            if each_id in await runtime.sessions():
+                await runtime.discard(each_id)
         await asyncio.to_thread(network.firewall.uninstall)
         network.close()
     assert network.address(session_id) is None  # its lease went with it
+    assert network.address(fork_id) is None
 
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done"
