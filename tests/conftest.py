@@ -24,6 +24,7 @@ import pytest
 from ember.image import ImageInfo, ImageRecipe, ImageStore
 from ember.runtime import AgentClient, ExitStatus, OutputChunk, Resources, SessionSpec, mounts
 from ember.runtime.container import ContainerRuntime, default_id_shift
+from ember.runtime.microvm import MicroVmRuntime
 from ember.runtime.mounts import mounts_below
 from ember.testing.netlab import UPSTREAM_IP, Upstream, upstream_namespace
 
@@ -78,7 +79,7 @@ class TestSession:
 
     __test__ = False  # not a test class
 
-    def __init__(self, runtime: ContainerRuntime, session_id: str) -> None:
+    def __init__(self, runtime: ContainerRuntime | MicroVmRuntime, session_id: str) -> None:
         self.runtime = runtime
         self.session_id = session_id
         self.agent: AgentClient = runtime.agent(session_id)
@@ -146,6 +147,54 @@ async def start_session(runtime: ContainerRuntime, image: ImageInfo) -> AsyncIte
             except Exception as exc:  # keep cleaning; report all at the end
                 errors.append(f"{session_id}: {exc!r}")
     assert not errors, errors
+
+
+@pytest.fixture(scope="session")
+def vm_runtime(image: ImageInfo) -> Iterator[MicroVmRuntime]:
+    """The microVM runtime (TCG here), with its guest assets prepared."""
+    rt = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift())
+    rt.prepare()
+    yield rt
+    rt.close()
+    leftovers = [s for s in os.listdir(rt.vms_dir) if s.startswith(RUN_PREFIX)]
+    assert not leftovers, f"microVM sessions left behind: {leftovers}"
+
+
+@pytest.fixture(params=["container", "microvm"])
+def any_runtime(request: pytest.FixtureRequest) -> ContainerRuntime | MicroVmRuntime:
+    """Each runtime in turn: the behaviour every runtime shares is tested on both."""
+    if request.param == "microvm":
+        return request.getfixturevalue("vm_runtime")  # type: ignore[no-any-return]
+    return request.getfixturevalue("runtime")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def start_any(
+    any_runtime: ContainerRuntime | MicroVmRuntime, image: ImageInfo
+) -> AsyncIterator[object]:
+    """`start_session` on each runtime in turn."""
+    started: list[str] = []
+
+    async def start(
+        *, top_layer: str | None = None, resources: Resources | None = None, keep: bool = False
+    ) -> TestSession:
+        session_id = f"{RUN_PREFIX}-{uuid.uuid4().hex[:8]}"
+        if not keep:
+            started.append(session_id)
+        spec = SessionSpec(
+            session_id=session_id,
+            image_id=image.image_id,
+            top_layer=top_layer,
+            resources=resources or Resources(),
+            runtime=any_runtime.name,
+        )
+        await any_runtime.start(spec)
+        return TestSession(any_runtime, session_id)
+
+    yield start
+    for session_id in started:
+        if session_id in await any_runtime.sessions():
+            await any_runtime.discard(session_id)
 
 
 @pytest.fixture
@@ -252,7 +301,6 @@ def cleanup_data_dir(data_dir: str) -> None:
 
     networked = os.path.isdir(os.path.join(data_dir, "network"))
     network = NetworkManager(Path(data_dir), manage_host=False) if networked else None
-    from ember.runtime.microvm import MicroVmRuntime
 
     runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0, network=network)
     microvm = MicroVmRuntime(data_dir)

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,14 +24,6 @@ from ember.runtime.microvm import MicroVmRuntime
 from ..conftest import DATA_DIR, RUN_PREFIX, TestSession
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def vm_runtime(image: ImageInfo) -> Iterator[MicroVmRuntime]:
-    runtime = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift())
-    runtime.prepare()
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture
@@ -50,7 +42,7 @@ async def start_vm(vm_runtime: MicroVmRuntime, image: ImageInfo) -> AsyncIterato
             resources=resources or Resources(vcpus=1),
         )
         await vm_runtime.start(spec)
-        return TestSession(vm_runtime, session_id)  # type: ignore[arg-type]
+        return TestSession(vm_runtime, session_id)
 
     yield start
     for session_id in started:
@@ -287,6 +279,23 @@ async def test_the_shared_limits_hold_in_a_guest(start_vm: Any) -> None:
     await session.agent.mkdir("/vercel/sandbox/dir")
     listed = await session.run(["ls", "-d", "/vercel/sandbox/dir"])
     assert listed.exit_code == 0
+
+
+async def test_a_guest_disk_holds_its_limit(start_vm: Any, vm_runtime: MicroVmRuntime) -> None:
+    """`disk_mib` is the room the session has above the image, as in a container."""
+    session = await start_vm(resources=Resources(vcpus=1, disk_mib=64))
+    sdir = vm_runtime.vms_dir / session.session_id
+    free = await session.run(["df", "--output=avail", "-B1M", "/"])
+    assert 40 <= int(free.stdout.split()[-1]) <= 200, free.stdout
+    full = await session.sh("dd if=/dev/zero of=/vercel/sandbox/big bs=1M count=300")
+    assert full.exit_code != 0 and b"No space left on device" in full.stderr
+    await session.sh("sync")
+    # The overlay on the host grew by what the guest could write, not by 300 MiB.
+    assert (sdir / "disk.qcow2").stat().st_blocks * 512 < 250 * 2**20
+    await session.agent.remove("/vercel/sandbox/big")
+    again = await session.sh("dd if=/dev/zero of=/vercel/sandbox/small bs=1M count=10 && sync")
+    assert again.exit_code == 0, again.stderr
+    assert (await session.run(["echo", "alive"])).stdout == b"alive\n"
 
 
 async def test_deep_snapshot_chains_are_flattened(image: ImageInfo) -> None:

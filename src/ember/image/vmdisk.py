@@ -1,6 +1,9 @@
 """A base image as a microVM's root disk: a read-only ext4 image file.
 
-Sessions boot from a qcow2 overlay backed by it. The image's tree on disk
+Sessions boot from a qcow2 overlay backed by it. Its size sets the session's
+disk limit: the image plus the limit's room (a container's limit applies to
+its writable layer above the image: the same room), so one is made per
+image and limit. The image's tree on disk
 has owners shifted for the container runtime's user namespace: mke2fs copies
 it as it is, then the new file system is mounted once and shifted back, so
 the disk has the image's own owners (root is 0).
@@ -8,6 +11,7 @@ the disk has the image's own owners (root is 0).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -18,6 +22,14 @@ from .kernel import GuestAssetError, build_once
 from .store import ImageInfo
 
 DISK_MIB = 10 * 1024  # the default disk limit; sparse, so only used blocks count
+STEP_MIB = 64
+
+
+def guest_disk_mib(image: ImageInfo, disk_mib: int) -> int:
+    """The root file system's size for a disk limit: the image (with a tenth more for
+    ext4's own metadata), 64 MiB for the journal, and `disk_mib` free for the session."""
+    raw = image.size_bytes / 2**20 * 1.1 + STEP_MIB + disk_mib
+    return math.ceil(raw / STEP_MIB) * STEP_MIB
 
 
 def _unshift(disk_image: Path, mountpoint: Path, id_shift: int) -> None:
@@ -29,8 +41,9 @@ def _unshift(disk_image: Path, mountpoint: Path, id_shift: int) -> None:
         mountpoint.rmdir()
 
 
-def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = DISK_MIB) -> Path:
-    """`<data_dir>/vm/disks/<image id>-<size>.ext4` for `image` (built once)."""
+def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, disk_mib: int = DISK_MIB) -> Path:
+    """`<data_dir>/vm/disks/<image id>-<size>.ext4`: `image` with `disk_mib` free (built once)."""
+    size_mib = guest_disk_mib(image, disk_mib)
     directory = data_dir / "vm" / "disks"
     target = directory / f"{image.image_id}-{size_mib}.ext4"
 
@@ -39,7 +52,9 @@ def root_disk(data_dir: Path, image: ImageInfo, id_shift: int, size_mib: int = D
         staging.unlink(missing_ok=True)
         with open(staging, "wb") as f:
             f.truncate(size_mib << 20)
-        mkfs = ["mke2fs", "-q", "-t", "ext4", "-d", str(image.rootfs), "-L", "ember-root"]
+        # No blocks reserved for root: the limit is the session's, as in a container.
+        mkfs = ["mke2fs", "-q", "-t", "ext4", "-m", "0", "-d", str(image.rootfs)]
+        mkfs += ["-L", "ember-root"]
         try:
             proc.run([*mkfs, str(staging)], timeout_s=600)
             if id_shift:

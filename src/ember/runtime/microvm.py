@@ -40,7 +40,7 @@ from qemu.qmp import QMPClient
 from ember.image import ImageStore
 from ember.image.initramfs import build_initramfs
 from ember.image.kernel import GuestAssetError, GuestKernel, fetch_busybox, fetch_kernel
-from ember.image.vmdisk import DISK_MIB, root_disk
+from ember.image.vmdisk import root_disk
 from ember.network import NetworkManager
 from ember.snapshots import LayerStore
 
@@ -221,7 +221,8 @@ class MicroVmRuntime:
         assert self._initramfs is not None
         config = self._vm_resources(spec)
         key = f"{spec.image_id}-{self._initramfs.name.split('.')[0]}-{self._accel}"
-        key += f"-{config[0]}c{config[1]}m-{'net' if self.network is not None else 'nonet'}"
+        key += f"-{config[0]}c{config[1]}m-{spec.resources.disk_mib}d"
+        key += f"-{'net' if self.network is not None else 'nonet'}"
         # Hashed: QEMU's sockets live in the directory, and socket paths are short.
         templates = (self.data_dir / "vm").resolve() / "templates"
         return templates / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -356,7 +357,8 @@ class MicroVmRuntime:
         image = self.images.get(spec.image_id)
         if image is None:
             raise SessionStartError(f"no image {spec.image_id}")
-        return root_disk(self.data_dir, image, self.id_shift, DISK_MIB).resolve(), "raw"
+        disk_mib = spec.resources.disk_mib
+        return root_disk(self.data_dir, image, self.id_shift, disk_mib).resolve(), "raw"
 
     def _prepare(self, sdir: Path, spec: SessionSpec) -> VmConfig:
         self.prepare()
@@ -642,7 +644,7 @@ class MicroVmRuntime:
             parent = info.spec.top_layer
             depth = 1 + (self.layers.get(parent).depth if parent else 0)
             if parent and depth > self.layers.max_depth:
-                await self._flatten(sdir / "disk.qcow2", info.spec)
+                await self._flatten(sdir / "disk.qcow2")
                 parent = None
             layer = await asyncio.to_thread(
                 self.layers.publish,
@@ -656,15 +658,18 @@ class MicroVmRuntime:
             self._locks.pop(session_id, None)
             return FrozenLayer(layer.layer_id, layer.parent, layer.size_bytes)
 
-    async def _flatten(self, overlay: Path, spec: SessionSpec) -> None:
-        """Rebase the overlay straight onto the image's root disk: qemu-img copies
-        in whatever its snapshot chain held, so the chain stops growing."""
-        image = self.images.get(spec.image_id)
-        if image is None:
-            raise EmberRuntimeError(f"no image {spec.image_id} to flatten onto")
-        base = await asyncio.to_thread(root_disk, self.data_dir, image, self.id_shift, DISK_MIB)
+    async def _flatten(self, overlay: Path) -> None:
+        """Rebase the overlay straight onto the chain's root disk: qemu-img copies in
+        whatever its snapshot layers held, so the chain stops growing."""
+        shown = await proc.run_async(
+            ["qemu-img", "info", "--backing-chain", "--output=json", "-U", str(overlay)],
+            timeout_s=60,
+        )
+        base = json.loads(shown.stdout)[-1]  # the bottom of the chain: the image's disk
+        if base.get("format") != "raw":
+            raise EmberRuntimeError(f"the chain of {overlay} does not end in a root disk")
         await proc.run_async(
-            ["qemu-img", "rebase", "-f", "qcow2", "-b", str(base.resolve()), "-F", "raw",
+            ["qemu-img", "rebase", "-f", "qcow2", "-b", base["filename"], "-F", "raw",
              str(overlay)],
             timeout_s=1800,
         )  # fmt: skip
