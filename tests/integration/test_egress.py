@@ -31,9 +31,16 @@ def api(emberd_net: Emberd) -> Iterator[httpx.Client]:
         yield client
 
 
-def sandbox(api: httpx.Client, upstream: Upstream, policy: Any) -> str:
+@pytest.fixture(params=["container", "microvm"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    """Policies hold the same on both runtimes (a microVM's tap is bridged into
+    the same session namespace, firewall, DNS server and proxy)."""
+    return str(request.param)
+
+
+def sandbox(api: httpx.Client, upstream: Upstream, policy: Any, isolation: str) -> str:
     """A running sandbox with `policy`, holding the upstream's CA at UPSTREAM_CA."""
-    sid = create(api, networkPolicy=policy)["session"]["id"]
+    sid = create(api, networkPolicy=policy, runtime=isolation)["session"]["id"]
     write_file(api, sid, UPSTREAM_CA.lstrip("/"), upstream.ca_path.read_bytes())
     return sid
 
@@ -89,9 +96,9 @@ def lookup(api: httpx.Client, sid: str, name: str) -> tuple[str, float]:
 
 
 def test_allow_all_resolves_names_and_reaches_the_upstream(
-    api: httpx.Client, upstream: Upstream
+    api: httpx.Client, upstream: Upstream, isolation: str
 ) -> None:
-    sid = sandbox(api, upstream, {"mode": "allow-all"})
+    sid = sandbox(api, upstream, {"mode": "allow-all"}, isolation)
     assert lookup(api, sid, "api.example.test")[0] == UPSTREAM_IP
     assert lookup(api, sid, "nothing.test")[0] == "failed"
     assert echo(api, sid, "http://api.example.test/")["server"] == UPSTREAM_IP
@@ -100,9 +107,9 @@ def test_allow_all_resolves_names_and_reaches_the_upstream(
 
 
 def test_deny_all_reaches_nothing_and_lookups_fail_at_once(
-    api: httpx.Client, upstream: Upstream
+    api: httpx.Client, upstream: Upstream, isolation: str
 ) -> None:
-    sid = sandbox(api, upstream, {"mode": "deny-all"})
+    sid = sandbox(api, upstream, {"mode": "deny-all"}, isolation)
     address, seconds = lookup(api, sid, "api.example.test")
     assert address == "failed" and seconds < 1.0
     started = time.monotonic()
@@ -111,8 +118,10 @@ def test_deny_all_reaches_nothing_and_lookups_fail_at_once(
     assert time.monotonic() - started < 8  # refused, not timed out
 
 
-def test_a_domain_allow_list_admits_its_names_only(api: httpx.Client, upstream: Upstream) -> None:
-    sid = sandbox(api, upstream, {"allow": ["api.example.test", "*.good.test"]})
+def test_a_domain_allow_list_admits_its_names_only(
+    api: httpx.Client, upstream: Upstream, isolation: str
+) -> None:
+    sid = sandbox(api, upstream, {"allow": ["api.example.test", "*.good.test"]}, isolation)
     # Allowed names, over TLS (by SNI) and plain HTTP (by Host); untouched TLS.
     assert echo(api, sid, "https://api.example.test/")["host"] == "api.example.test"
     assert echo(api, sid, "http://a.good.test/x")["path"] == "/x"
@@ -139,11 +148,14 @@ def test_a_domain_allow_list_admits_its_names_only(api: httpx.Client, upstream: 
     assert status == "403" and f"does not resolve to {SPOOF_IP}" in body
 
 
-def test_cidr_rules_beside_domains_and_deny_wins(api: httpx.Client, upstream: Upstream) -> None:
+def test_cidr_rules_beside_domains_and_deny_wins(
+    api: httpx.Client, upstream: Upstream, isolation: str
+) -> None:
     sid = sandbox(
         api,
         upstream,
         {"allow": ["api.example.test"], "subnets": {"allow": [f"{SPOOF_IP}/32"]}},
+        isolation,
     )
     assert echo(api, sid, f"http://{SPOOF_IP}/")["server"] == SPOOF_IP  # no name needed
     assert echo(api, sid, "http://api.example.test/")["server"] == UPSTREAM_IP
@@ -157,9 +169,9 @@ def test_cidr_rules_beside_domains_and_deny_wins(api: httpx.Client, upstream: Up
 
 
 def test_a_live_policy_change_applies_to_the_next_connection(
-    api: httpx.Client, upstream: Upstream
+    api: httpx.Client, upstream: Upstream, isolation: str
 ) -> None:
-    sid = sandbox(api, upstream, {"mode": "allow-all"})
+    sid = sandbox(api, upstream, {"mode": "allow-all"}, isolation)
     assert echo(api, sid, "https://bad.test/")["host"] == "bad.test"
     set_policy(api, sid, {"mode": "deny-all"})
     assert curl(api, sid, "https://bad.test/")[0] == "000"
@@ -171,7 +183,7 @@ def test_a_live_policy_change_applies_to_the_next_connection(
 
 
 def test_injected_headers_reach_the_upstream_and_never_the_sandbox(
-    api: httpx.Client, upstream: Upstream
+    api: httpx.Client, upstream: Upstream, isolation: str
 ) -> None:
     policy = {
         "allow": {
@@ -184,7 +196,7 @@ def test_injected_headers_reach_the_upstream_and_never_the_sandbox(
             "api.example.test": [],
         }
     }
-    created = create(api, networkPolicy=policy)
+    created = create(api, networkPolicy=policy, runtime=isolation)
     sid = created["session"]["id"]
     write_file(api, sid, UPSTREAM_CA.lstrip("/"), upstream.ca_path.read_bytes())
     # The sandbox trusts Ember's CA through the system store (no --cacert here).
@@ -242,9 +254,9 @@ def test_injected_headers_reach_the_upstream_and_never_the_sandbox(
 
 
 def test_sessions_reach_neither_emberd_nor_the_host_nor_metadata(
-    emberd_net: Emberd, api: httpx.Client, upstream: Upstream
+    emberd_net: Emberd, api: httpx.Client, upstream: Upstream, isolation: str
 ) -> None:
-    sid = sandbox(api, upstream, {"mode": "allow-all"})
+    sid = sandbox(api, upstream, {"mode": "allow-all"}, isolation)
     _, gateway, _ = run(api, sid, "sh", "-c", "ip route | awk '/default/ {print $3}'")
     gateway = gateway.strip()
     for url in (
@@ -261,8 +273,8 @@ def upstream_host_side() -> str:
     return f"{UPSTREAM_NET}.2"
 
 
-def test_byte_counters_move(api: httpx.Client, upstream: Upstream) -> None:
-    sid = sandbox(api, upstream, {"mode": "allow-all"})
+def test_byte_counters_move(api: httpx.Client, upstream: Upstream, isolation: str) -> None:
+    sid = sandbox(api, upstream, {"mode": "allow-all"}, isolation)
     before = api.get(f"/v2/sandboxes/sessions/{sid}").json()["session"]["networkTransfer"]
     run(api, sid, "curl", "-s", "-m", "5", "-d", "x" * 100_000, "http://api.example.test/")
     after = api.get(f"/v2/sandboxes/sessions/{sid}").json()["session"]["networkTransfer"]

@@ -281,6 +281,13 @@ async def test_the_shared_limits_hold_in_a_guest(start_vm: Any) -> None:
     assert listed.exit_code == 0
 
 
+async def test_vcpus_and_memory_are_the_guests(start_vm: Any) -> None:
+    session = await start_vm(resources=Resources(vcpus=2, memory_mib=512))
+    assert (await session.run(["nproc"])).stdout == b"2\n"
+    meminfo = (await session.run(["grep", "MemTotal", "/proc/meminfo"])).stdout.split()
+    assert 400 * 1024 < int(meminfo[1]) <= 512 * 1024  # kB, less what the kernel keeps
+
+
 async def test_a_guest_disk_holds_its_limit(start_vm: Any, vm_runtime: MicroVmRuntime) -> None:
     """`disk_mib` is the room the session has above the image, as in a container."""
     session = await start_vm(resources=Resources(vcpus=1, disk_mib=64))
