@@ -127,6 +127,39 @@ def test_a_microvm_sandbox_through_the_api_keeps_its_files_across_stop_and_resum
         assert api.delete(f"/v2/sandboxes/{sandbox['name']}").status_code == 200
 
 
+def test_the_api_reports_a_guest_that_powered_off_as_stopped_with_its_files(
+    emberd: Any,
+) -> None:
+    from .test_api_lifecycle import create, run
+
+    with emberd.client() as api:
+        created = create(api, runtime="microvm", persistent=True)
+        name, sid = created["sandbox"]["name"], created["session"]["id"]
+        code, _, _ = run(api, sid, "sh", "-c", "echo before > /vercel/sandbox/state.txt; sync")
+        assert code == 0
+        detached = api.post(
+            f"/v2/sandboxes/sessions/{sid}/cmd",
+            json={"command": "sh", "args": ["-c", "echo o > /proc/sysrq-trigger"], "sudo": True},
+        )
+        assert detached.status_code == 200, detached.text
+        session: dict[str, Any] = {}
+        for _ in range(200):
+            session = api.get(f"/v2/sandboxes/sessions/{sid}").json()["session"]
+            if session["status"] == "stopped":
+                break
+            time.sleep(0.1)
+        assert session["status"] == "stopped"
+        sandbox = api.get(f"/v2/sandboxes/{name}").json()["sandbox"]
+        assert sandbox["currentSnapshotId"]  # persistent: stopped as a stop does
+        resumed = api.get(f"/v2/sandboxes/{name}", params={"resume": "true"}).json()
+        read = api.post(
+            f"/v2/sandboxes/sessions/{resumed['session']['id']}/fs/read",
+            json={"path": "state.txt"},
+        )
+        assert read.status_code == 200 and read.content == b"before\n"
+        assert api.delete(f"/v2/sandboxes/{name}").status_code == 200
+
+
 async def test_a_microvm_gets_the_session_network_and_its_policy(
     image: ImageInfo, upstream: Any, tmp_path: Any
 ) -> None:

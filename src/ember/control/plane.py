@@ -128,6 +128,7 @@ class ControlPlane:
         await self.recover()
         self.spawn(self._reap_forever(), "reaper")
         self.spawn(self._sweep_snapshots_forever(), "snapshot-sweeper")
+        self.spawn(self._watch_liveness_forever(), "liveness")
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -571,6 +572,22 @@ class ControlPlane:
             self._reaper_wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reaper_wakeup.wait(), delay)
+
+    async def _watch_liveness_forever(self) -> None:
+        """Stop (as a stop does: snapshot when persistent) sessions that ended by
+        themselves, so the API reports them stopped with their files kept."""
+        while True:
+            await asyncio.sleep(self.settings.liveness_interval_s)
+            running = await self.db.run(
+                lambda db: list(
+                    db.scalars(select(models.Session.id).where(models.Session.status == "running"))
+                )
+            )
+            for session_id in running:
+                with contextlib.suppress(EmberRuntimeError, OSError):
+                    if not await self.runtime.alive(session_id):
+                        log.warning("session %s ended by itself", session_id)
+                        self.spawn(self.stop_if_dead(session_id), f"ended-{session_id}")
 
     async def _sweep_snapshots_forever(self) -> None:
         while True:

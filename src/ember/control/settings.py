@@ -41,6 +41,7 @@ class Settings:
     image_aliases: tuple[str, ...] = field(default=DEFAULT_IMAGE_ALIASES)
     disk_mib: int = 10 * 1024
     snapshot_sweep_interval_s: float = 60.0
+    liveness_interval_s: float = 2.0  # how often running sessions are checked for a quiet end
     network: bool = True  # per-session networks (off: sessions have loopback only)
     dns_servers: tuple[str, ...] = ()  # sessions' names resolve here; none: the host's
     upstream_ca: Path | None = None  # extra CAs the egress proxy trusts upstream

@@ -143,6 +143,11 @@ class Runtime(Protocol):
 
     async def info(self, session_id: str) -> SessionInfo: ...
 
+    async def alive(self, session_id: str) -> bool:
+        """Cheaply: does the session still run? (The control plane polls it, to stop
+        sessions that ended on their own: a guest's poweroff, a kernel panic.)"""
+        ...
+
     async def usage(self, session_id: str) -> ResourceUsage: ...
 
     async def sessions(self) -> list[str]:

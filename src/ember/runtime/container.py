@@ -57,6 +57,7 @@ CONTAINER_PREFIX = "ember-"
 CGROUP_PARENT = "/ember"
 AGENT_READY_TIMEOUT_S = 15.0
 RUNC_TIMEOUT_S = 30.0
+RUNC_STATE_DIR = "/run/runc"  # runc's default --root, where it records each container
 NOFILE = 1048576
 HOSTS_FILE = "hosts"  # on the session disk, beside the overlay's upper and work
 OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
@@ -506,6 +507,19 @@ class ContainerRuntime:
         if done.returncode != 0:
             return False
         return json.loads(done.stdout).get("status") in ("running", "created", "paused")
+
+    async def alive(self, session_id: str) -> bool:
+        """The container's init still runs: runc's own record of it, read without
+        starting `runc state` (a process per session per poll)."""
+        state = Path(RUNC_STATE_DIR) / self.container_id(session_id) / "state.json"
+        try:
+            record = json.loads(state.read_text())
+            pid, started = int(record["init_process_pid"]), int(record["init_process_start"])
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+        return fields[0] != "Z" and int(fields[19]) == started  # not a reused pid
 
     async def info(self, session_id: str) -> SessionInfo:
         info = self._read_info(session_id)

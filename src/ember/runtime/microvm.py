@@ -520,6 +520,9 @@ class MicroVmRuntime:
         if self.network is not None and spec.network_policy is not None:
             await asyncio.to_thread(self.network.attach_tap, session_id, spec.network_policy, TAP)
         await self._launch(session_id, sdir, argv, incoming=True)
+        # The host end first: a guest that found nobody there would drop its
+        # channels and poll again (agent/channels.py), a wasted 50 ms.
+        await self._attach(session_id)
         qmp = await self._qmp_at(sdir)
         try:
             while True:  # the incoming migration loads before the VM may run
@@ -531,7 +534,6 @@ class MicroVmRuntime:
         finally:
             with contextlib.suppress(Exception):
                 await qmp.disconnect()
-        await self._attach(session_id)
         await self._wait_for_agent(sdir)
         await self._after_restore(session_id, spec.hostname)
         await self._configure_network(spec)
@@ -691,6 +693,9 @@ class MicroVmRuntime:
         except FileNotFoundError:
             raise SessionNotFoundError(f"no session {session_id}") from None
         return info_from_json(data)
+
+    async def alive(self, session_id: str) -> bool:
+        return self._pid_alive(self._dir(session_id))
 
     async def info(self, session_id: str) -> SessionInfo:
         info = self._read_info(session_id)

@@ -61,6 +61,9 @@ class Runtimes:
     async def info(self, session_id: str) -> SessionInfo:
         return await self._holder(session_id).info(session_id)
 
+    async def alive(self, session_id: str) -> bool:
+        return await self._holder(session_id).alive(session_id)
+
     async def usage(self, session_id: str) -> ResourceUsage:
         return await self._holder(session_id).usage(session_id)
 

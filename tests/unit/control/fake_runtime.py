@@ -102,6 +102,9 @@ class FakeRuntime:
             return self.stopped[session_id]
         raise SessionNotFoundError(session_id)
 
+    async def alive(self, session_id: str) -> bool:
+        return session_id in self.running
+
     async def usage(self, session_id: str) -> ResourceUsage:
         return ResourceUsage(
             cpu_ms=5, memory_bytes=1 << 20, memory_peak_bytes=2 << 20, pids=1, disk_used_bytes=0

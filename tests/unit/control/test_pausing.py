@@ -4,6 +4,7 @@ microVM runs them in tests/integration/test_pause_api.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,3 +210,31 @@ async def test_recovery_settles_a_session_left_pausing(setup: Setup, tmp_path: P
     await plane.recover()
     row = await setup.database.run(lambda db: db.get(models.Session, sid))
     assert row is not None and row.status == "paused"
+
+
+async def test_a_session_that_ends_by_itself_is_stopped_and_snapshotted(
+    tmp_path: Path,
+) -> None:
+    """The liveness watch: a guest's poweroff reads as a stop (with its snapshot)."""
+    database = Database.sqlite(tmp_path / "ember.db")
+    database.migrate()
+    token, _ = database.run_sync(lambda db: create_token(db, "default"))
+    runtime = FakeRuntime()
+    settings = Settings(data_dir=tmp_path, liveness_interval_s=0.05)
+    plane = ControlPlane(settings, database, runtime, LayerStore(tmp_path), "img")
+    await plane.start()
+    transport = httpx.ASGITransport(app=create_app(plane))
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=headers) as api:
+        sid = (await _create(api, "ends", runtime="container"))["session"]["id"]
+        runtime.stopped[sid] = runtime.running.pop(sid)  # it ended, nobody asked
+        for _ in range(100):
+            session = (await api.get(f"/v2/sandboxes/sessions/{sid}")).json()["session"]
+            if session["status"] == "stopped":
+                break
+            await asyncio.sleep(0.05)
+        assert session["status"] == "stopped"
+        box = (await api.get("/v2/sandboxes/ends")).json()["sandbox"]
+        assert box["currentSnapshotId"] in runtime.frozen  # persistent: its files kept
+    await plane.close()
+    database.close()
