@@ -297,21 +297,27 @@ def cleanup_data_dir(data_dir: str) -> None:
     from pathlib import Path
 
     from ember.network import NetworkManager
+    from ember.network.links import netns_name
     from ember.network.manager import uninstall_if_unclaimed
 
     networked = os.path.isdir(os.path.join(data_dir, "network"))
     network = NetworkManager(Path(data_dir), manage_host=False) if networked else None
 
     runtime = ContainerRuntime(data_dir, id_shift=default_id_shift(), pool_size=0, network=network)
-    microvm = MicroVmRuntime(data_dir)
+    microvm = MicroVmRuntime(data_dir, network=network)
+    discarded: list[str] = []
 
     async def discard_all() -> None:
         for each in (runtime, microvm):
             for session_id in await each.sessions():
                 await each.discard(session_id)
+                discarded.append(session_id)
 
     asyncio.run(discard_all())
     runtime.close()
+    namespaces = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    leaked = [s for s in discarded if netns_name(s) in namespaces]
+    assert not leaked, f"session networks left behind: {leaked}"
     if network is not None:
         uninstall_if_unclaimed()  # the table stays while another emberd runs
     mounts.remove_tree(data_dir)

@@ -124,11 +124,15 @@ class Agent:
         """After a microVM's memory was restored: the clock is the save's and the
         RNG state a copy (of a template's, or of a fork's sibling). Set the one,
         reseed the other with the host's randomness, and take the session's
-        hostname. Needs the guest's root (CAP_SYS_TIME, CAP_SYS_ADMIN)."""
-        import fcntl  # only here: a container's agent never needs it
+        hostname and network address. Needs the guest's root (CAP_SYS_TIME,
+        CAP_SYS_ADMIN, CAP_NET_ADMIN)."""
+        import fcntl  # only here: a container's agent never needs these
         import time
 
+        from . import guestnet
+
         now, seed, hostname = parse_restored(request)
+        network = guestnet.parse_network(request.get("network"))
         try:
             time.clock_settime(time.CLOCK_REALTIME, now)
             fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
@@ -146,6 +150,8 @@ class Agent:
                         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                         f"127.0.1.1\t{hostname}\n"
                     )
+            if network is not None:
+                guestnet.configure(*network)
         except OSError as exc:
             raise protocol.AgentError(protocol.IO_ERROR, f"restore setup failed: {exc}") from None
         conn.send_json({"ok": True})

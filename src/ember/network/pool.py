@@ -96,6 +96,9 @@ class AddressPool:
             if session_id in leases:
                 return leases[session_id]
             taken = {lease.subnet for lease in leases.values()}
+            # Also what the host routes already: a session network this pool no
+            # longer knows (its data directory was replaced) must not be shadowed.
+            taken |= {n for n in host_networks() if self._ours(n)}
             for subnet in self.range.subnets(new_prefix=30):
                 if subnet not in taken:
                     lease = Lease(session_id, subnet)  # type: ignore[arg-type]

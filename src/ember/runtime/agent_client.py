@@ -236,11 +236,21 @@ class AgentClient:
     async def hello(self) -> dict[str, Any]:
         return await self.call("hello")
 
-    async def restored(self, now: float, seed: bytes, hostname: str | None = None) -> None:
-        """A microVM's memory was restored: set its clock, reseed its RNG, name it."""
+    async def restored(
+        self,
+        now: float,
+        seed: bytes,
+        hostname: str | None = None,
+        network: tuple[str, int, str] | None = None,
+    ) -> None:
+        """A microVM's memory was restored: set its clock, reseed its RNG, name it,
+        and give its eth0 `network` (address, prefix, gateway)."""
         fields: dict[str, Any] = {"time": now, "seed": seed.hex()}
         if hostname is not None:
             fields["hostname"] = hostname
+        if network is not None:
+            address, prefix, gateway = network
+            fields["network"] = {"address": address, "prefix": prefix, "gateway": gateway}
         await self.call("restored", **fields)
 
     async def exec(

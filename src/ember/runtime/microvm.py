@@ -320,31 +320,6 @@ class MicroVmRuntime:
             timeout_s=600,
         )
 
-    async def _configure_network(self, spec: SessionSpec) -> None:
-        """Give a restored guest's eth0 the session's address: the memory it came
-        from had none (a template's) or another session's (a fork's source's) or
-        an address since given back (a paused session's)."""
-        lease = self.network.lease(spec.session_id) if self.network is not None else None
-        if lease is None:
-            return
-        address, gateway = lease.sandbox_ip, lease.host_ip
-        script = [
-            "ip addr flush dev eth0",
-            f"ip addr add {address}/30 dev eth0",
-            "ip link set eth0 up",
-            f"ip route replace default via {gateway}",
-            f"echo 'nameserver {gateway}' > /etc/resolv.conf",
-        ]
-        await self._run_as_root(spec.session_id, ["/bin/sh", "-ec", "; ".join(script)])
-
-    async def _run_as_root(self, session_id: str, argv: list[str]) -> None:
-        agent = self.agent(session_id)
-        cmd_id = f"ember-setup-{uuid.uuid4().hex[:12]}"
-        await agent.exec(cmd_id, argv, user="root")
-        status = await asyncio.wait_for(agent.wait(cmd_id), SYNC_TIMEOUT_S)
-        if status.exit_code != 0:
-            raise EmberRuntimeError(f"setting up session {session_id} failed ({status.exit_code})")
-
     def _backing(self, spec: SessionSpec) -> tuple[Path, str]:
         if spec.top_layer:
             layer = self.layers.get(spec.top_layer)
@@ -536,7 +511,6 @@ class MicroVmRuntime:
                 await qmp.disconnect()
         await self._wait_for_agent(sdir)
         await self._after_restore(session_id, spec.hostname)
-        await self._configure_network(spec)
         (sdir / "memory.bin").unlink()
 
     async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
@@ -572,11 +546,15 @@ class MicroVmRuntime:
             await self.discard(spec.session_id)
             raise
 
-    async def _after_restore(self, session_id: str, hostname: str | None = None) -> None:
-        """A restored guest's clock is the save's and its RNG state a copy: the agent
-        sets the one and reseeds the other with the host's randomness."""
+    async def _after_restore(self, session_id: str, hostname: str) -> None:
+        """A restored guest's clock is the save's, its RNG state a copy, its name and
+        address another session's (a fork's source's, a template's none, a paused
+        session's given back): the agent sets the clock, reseeds the RNG with the
+        host's randomness, and takes this session's hostname and address."""
+        lease = self.network.lease(session_id) if self.network is not None else None
+        network = (str(lease.sandbox_ip), 30, str(lease.host_ip)) if lease is not None else None
         await asyncio.wait_for(
-            self.agent(session_id).restored(time.time(), os.urandom(64), hostname),
+            self.agent(session_id).restored(time.time(), os.urandom(64), hostname, network),
             SYNC_TIMEOUT_S,
         )
 
