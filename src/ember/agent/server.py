@@ -437,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     listener: socket.socket | ChannelListener
     if "--serial" in options:
         # A microVM: connections come as channels over its serial port.
+        # What a restore needs, imported now: a guest booted for a template is
+        # saved with these loaded, so restored guests do not import them again.
+        from . import guestnet  # noqa: F401
         from .channels import serve_port  # only here: containers start without it
 
         listener = serve_port(options["--serial"])

@@ -69,6 +69,21 @@ DEFAULT_USER = "vercel-sandbox"
 DEFAULT_WORKDIR = "/vercel/sandbox"
 TAP = "tap0"  # in the session's own namespace
 SESSION_DIR = "@SESSION_DIR@"  # in a template's saved command line
+# Run in a template's guest before it is saved (see _zero_free_memory).
+ZERO_FREE_MEMORY = """
+import mmap, os
+os.sync()
+with open("/proc/sys/vm/drop_caches", "w") as f:
+    f.write("3")  # unmapped page cache is read again from the disk when needed
+def meminfo(key):
+    return next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith(key)) << 10
+# In steps, keeping an eighth of memory (above the kernel's watermarks) free:
+# the OOM killer must not come.
+keep = meminfo("MemTotal:") // 8 + (32 << 20)
+held = []
+while meminfo("MemFree:") > keep:
+    held.append(mmap.mmap(-1, 16 << 20, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
+"""
 
 
 async def _daemonize(argv: list[str], log_path: Path) -> None:
@@ -222,7 +237,7 @@ class MicroVmRuntime:
         config = self._vm_resources(spec)
         key = f"{spec.image_id}-{self._initramfs.name.split('.')[0]}-{self._accel}"
         key += f"-{config[0]}c{config[1]}m-{spec.resources.disk_mib}d"
-        key += f"-{'net' if self.network is not None else 'nonet'}"
+        key += f"-{'net' if self.network is not None else 'nonet'}-{ZERO_FREE_MEMORY}"
         # Hashed: QEMU's sockets live in the directory, and socket paths are short.
         templates = (self.data_dir / "vm").resolve() / "templates"
         return templates / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -276,6 +291,7 @@ class MicroVmRuntime:
             channels = HostChannels(str(staging / "port.sock"), str(staging / "agent.sock"))
             await channels.start()
             await self._wait_for_agent(staging)
+            await self._zero_free_memory(staging)
             await self._save_memory(staging)
             pid = self._pid(staging)
             while pid is not None and proc.pid_alive(pid):
@@ -301,6 +317,19 @@ class MicroVmRuntime:
                 await proc.run_async(["ip", "netns", "del", netns], check=False)
             if staging.exists():
                 await asyncio.to_thread(mounts.remove_tree, str(staging))
+
+    async def _zero_free_memory(self, sdir: Path) -> None:
+        """Leave as little as possible for every restore to load: the guest drops
+        its unmapped page cache, then has its free memory zeroed (the kernel
+        zeroes pages it hands out, so a process that takes almost all free pages
+        and lets them go leaves zeros behind, which the migration skips; memory
+        freed during boot, the initramfs's for one, would be saved otherwise)."""
+        agent = AgentClient(str(sdir / "agent.sock"))
+        cmd_id = f"ember-zero-{uuid.uuid4().hex[:8]}"
+        await agent.exec(cmd_id, ["/usr/bin/python3", "-c", ZERO_FREE_MEMORY], user="root")
+        status = await asyncio.wait_for(agent.wait(cmd_id), AGENT_READY_TIMEOUT_S)
+        if status.exit_code != 0:
+            raise EmberRuntimeError(f"zeroing a template's free memory failed ({status.exit_code})")
 
     async def _start_from_template(self, spec: SessionSpec, sdir: Path, template: Path) -> None:
         """Restore a copy of the template, then give it this session's details."""
@@ -509,7 +538,7 @@ class MicroVmRuntime:
         finally:
             with contextlib.suppress(Exception):
                 await qmp.disconnect()
-        await self._wait_for_agent(sdir)
+        # No hello first: `restored` itself waits for the agent (a round trip less).
         await self._after_restore(session_id, spec.hostname)
         (sdir / "memory.bin").unlink()
 
