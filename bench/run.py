@@ -98,6 +98,7 @@ VETH = "baseline_veth_throughput"
 PROXY = "proxy_throughput"
 VM_COLD = "microvm_cold_boot_to_first_output"
 VM_RESTORE = "microvm_restore_to_first_output"
+VM_WARM = "microvm_warm_start_to_first_output"
 VM_ROUNDTRIP = "microvm_command_roundtrip"
 VM_MEMORY = "microvm_idle_host_memory"
 VM_PAUSE = "microvm_pause"
@@ -289,6 +290,8 @@ class Bench:
             self.samples[QEMU_FLOOR].append(await asyncio.to_thread(self.microvms.qemu_floor_ms))
         for _ in range(plan.vm_restores):
             self.samples[VM_RESTORE].append(await self.microvms.restore_ms())
+        for _ in range(plan.vm_restores):
+            self.samples[VM_WARM].append(await self.microvms.warm_start_ms())
         await self.microvms.roundtrip_ms()  # warm-up
         for _ in range(plan.vm_roundtrips):
             self.samples[VM_ROUNDTRIP].append(await self.microvms.roundtrip_ms())
@@ -368,8 +371,8 @@ class Bench:
             name: latency(self.samples[name])
             for name in (
                 START, ROUNDTRIP, RUNC, SUBPROCESS, HTTP_CREATE, HTTP_ROUNDTRIP, RESUME,
-                NET_ATTACH, ROUTE, DIRECT, VM_COLD, VM_RESTORE, VM_ROUNDTRIP, VM_PAUSE,
-                VM_RESUME, QEMU_FLOOR,
+                NET_ATTACH, ROUTE, DIRECT, VM_COLD, VM_RESTORE, VM_WARM, VM_ROUNDTRIP,
+                VM_PAUSE, VM_RESUME, QEMU_FLOOR,
             )
         }  # fmt: skip
         for name in (WRITE, READ):

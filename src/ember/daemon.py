@@ -94,6 +94,8 @@ def _microvm(
         default = "microvm"
     else:
         default = "container"
+    warm = settings.microvm_warm
+    microvm.keep_warm(warm if warm is not None else int(default == "microvm"))
     return microvm, replace(settings, runtimes=("container", "microvm"), default_runtime=default)
 
 

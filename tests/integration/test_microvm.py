@@ -246,6 +246,57 @@ async def _numbers(session: TestSession, cmd_id: str, at_least: int) -> list[int
     raise AssertionError(f"the counter printed only {seen}")
 
 
+async def test_warm_guests_take_each_session_s_identity(
+    image: ImageInfo, upstream: Any, tmp_path: Any
+) -> None:
+    """A warm guest (restored ahead of time) becomes a session: its own name,
+    address, network policy, clock and randomness; none is left after close()."""
+    from ember.network import EgressSettings, NetworkManager
+    from ember.testing.netlab import UPSTREAM_IP
+
+    network = await asyncio.to_thread(
+        NetworkManager, tmp_path, egress=EgressSettings([UPSTREAM_IP], upstream.ca_path)
+    )
+    runtime = MicroVmRuntime(DATA_DIR, id_shift=default_id_shift(), network=network, warm=1)
+    ids = [f"{RUN_PREFIX}-vmw{n}-{uuid.uuid4().hex[:6]}" for n in range(2)]
+    fetch = ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"]
+    try:
+        await asyncio.to_thread(runtime.prepare)
+        policy = {"mode": "allow-all"}
+        await runtime.start(SessionSpec(ids[0], image.image_id, network_policy=policy))
+        template = runtime._template_dir(SessionSpec(ids[0], image.image_id))
+        for _ in range(600):  # the first start began restoring a warm guest
+            if runtime.warm.ready.get(template):
+                break
+            await asyncio.sleep(0.1)
+        assert runtime.warm.ready.get(template), "no warm guest was made"
+        denied = {"mode": "custom", "allow": ["api.example.test"]}
+        spec = SessionSpec(ids[1], image.image_id, network_policy=denied, hostname="warmed")
+        await runtime.start(spec)
+        assert not runtime.warm.ready.get(template)  # it was taken
+        first, second = (TestSession(runtime, i) for i in ids)
+        second._n = 1000
+        assert (await second.run(["hostname"])).stdout == b"warmed\n"
+        shown = await second.run(["ip", "-4", "-o", "addr", "show", "eth0"])
+        assert f" {network.address(ids[1])}/".encode() in shown.stdout
+        assert (await second.run([*fetch, "http://api.example.test/"])).stdout == b"200"
+        assert (await second.run([*fetch, "http://bad.test/"])).stdout == b"000"  # its policy
+        clock = await second.run(["date", "+%s"])
+        assert abs(int(clock.stdout) - int(time.time())) < 5
+        draw = ["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"]
+        assert (await first.run(draw)).stdout != (await second.run(draw)).stdout
+    finally:
+        for session_id in ids:
+            if session_id in await runtime.sessions():
+                await runtime.discard(session_id)
+        await asyncio.to_thread(runtime.close)
+        await asyncio.to_thread(network.firewall.uninstall)
+        network.close()
+    assert not list(runtime.vms_dir.glob(".warm-*")), "warm guests left behind"
+    namespaces = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [n for n in namespaces if n.startswith("ember-warm-")]
+
+
 async def test_pause_and_resume_keep_processes_and_memory(
     vm_runtime: MicroVmRuntime, start_vm: Any
 ) -> None:

@@ -192,6 +192,15 @@ def serve(
             "else containers), container (no microVMs), or microvm."
         ),
     ] = "auto",
+    microvm_warm: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=8,
+            help="Warm microVM guests kept per image and size, restored ahead of time so "
+            "sessions start faster (default: 1 where microVMs are the default, else 0).",
+        ),
+    ] = None,
 ) -> None:
     """Run emberd, the Ember server."""
     import logging
@@ -214,6 +223,7 @@ def serve(
         dns_servers=tuple(dns_server or ()),
         upstream_ca=upstream_ca.resolve() if upstream_ca else None,
         runtime=runtime,
+        microvm_warm=microvm_warm,
     )
     if runtime not in ("auto", "container", "microvm"):
         fail("--runtime must be auto, container or microvm")

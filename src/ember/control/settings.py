@@ -41,6 +41,9 @@ class Settings:
     image_aliases: tuple[str, ...] = field(default=DEFAULT_IMAGE_ALIASES)
     disk_mib: int = 10 * 1024
     snapshot_sweep_interval_s: float = 60.0
+    microvm_warm: int | None = (
+        None  # warm guests per template; None: 1 where microVMs are the default
+    )
     liveness_interval_s: float = 2.0  # how often running sessions are checked for a quiet end
     network: bool = True  # per-session networks (off: sessions have loopback only)
     dns_servers: tuple[str, ...] = ()  # sessions' names resolve here; none: the host's

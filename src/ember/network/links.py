@@ -78,7 +78,7 @@ def inside_namespace(path: str, configure: Callable[[IPRoute], None]) -> None:
 
 
 def create_session_network(
-    lease: Lease, pid: int | None = None, *, tap: str | None = None
+    lease: Lease, pid: int | None = None, *, tap: str | None = None, adopt_pid: int | None = None
 ) -> SessionNetwork:
     """`lo` and `eth0` (the lease's sandbox address, routed via the host) in a namespace.
 
@@ -86,7 +86,9 @@ def create_session_network(
     inside the session's user namespace (which mounting sysfs needs).
     Without, a named namespace is made. With `tap` (a microVM's), `eth0`
     gets no address: it is bridged with a tap device of that name, and the
-    guest behind the tap takes the sandbox address itself.
+    guest behind the tap takes the sandbox address itself. With `adopt_pid`
+    too, the named namespace is that process's (a warm microVM's QEMU), whose
+    tap exists already.
     """
     name = f"/proc/{pid}/ns/net" if pid else netns_name(lease.session_id)
     network = SessionNetwork(lease.session_id, lease, name, host_interface(lease.session_id))
@@ -94,7 +96,9 @@ def create_session_network(
     peer: dict[str, object] = {"ifname": "eth0"}
     peer.update({"net_ns_pid": pid} if pid else {"net_ns_fd": name})
     try:
-        if pid is None:
+        if adopt_pid is not None:
+            netns.attach(name, adopt_pid)  # a bind mount of its namespace, as `create` makes
+        elif pid is None:
             netns.create(name)
         with IPRoute() as ipr:
             ipr.link("add", ifname=network.host_if, kind="veth", peer=peer)
@@ -106,7 +110,7 @@ def create_session_network(
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             eth = ns.link_lookup(ifname="eth0")[0]
             if tap is not None:
-                bridge_with_tap(ns, eth, tap)
+                bridge_with_tap(ns, eth, tap, create=adopt_pid is None)
                 return
             ns.addr("add", index=eth, address=str(lease.sandbox_ip), prefixlen=30)
             ns.link("set", index=eth, state="up")
@@ -119,9 +123,11 @@ def create_session_network(
     return network
 
 
-def bridge_with_tap(ns: IPRoute, eth: int, tap: str) -> None:
-    """`br0` joining `eth0` and a new tap device: the guest's frames reach the host's veth."""
-    ns.link("add", ifname=tap, kind="tuntap", mode="tap")
+def bridge_with_tap(ns: IPRoute, eth: int, tap: str, *, create: bool = True) -> None:
+    """`br0` joining `eth0` and a tap device (new, unless `create` is false): the
+    guest's frames reach the host's veth."""
+    if create:
+        ns.link("add", ifname=tap, kind="tuntap", mode="tap")
     ns.link("add", ifname="br0", kind="bridge")
     bridge = ns.link_lookup(ifname="br0")[0]
     tap_index = ns.link_lookup(ifname=tap)[0]

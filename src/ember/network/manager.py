@@ -171,12 +171,21 @@ class NetworkManager:
         return self._attach(session_id, policy, lambda lease: create_session_network(lease, pid))
 
     def attach_tap(
-        self, session_id: str, policy: Mapping[str, Any] | None, tap: str
+        self,
+        session_id: str,
+        policy: Mapping[str, Any] | None,
+        tap: str,
+        *,
+        adopt_pid: int | None = None,
     ) -> SessionNetwork:
         """A microVM's network: a named namespace whose `eth0` is bridged with
-        the tap device `tap`, for QEMU to open from inside that namespace."""
+        the tap device `tap`, for QEMU to open from inside that namespace.
+        With `adopt_pid`, the namespace is that (running) QEMU's, its tap made
+        already: a warm guest's, taken by a session."""
         return self._attach(
-            session_id, policy, lambda lease: create_session_network(lease, tap=tap)
+            session_id,
+            policy,
+            lambda lease: create_session_network(lease, tap=tap, adopt_pid=adopt_pid),
         )
 
     def _attach(

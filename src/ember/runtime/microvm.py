@@ -60,6 +60,7 @@ from .base import (
 )
 from .channels import HostChannels
 from .qemu import VmConfig, acceleration, qemu_argv
+from .warm import WarmGuest, WarmPool, warm_netns
 
 AGENT_READY_TIMEOUT_S = 180.0  # a cold boot under TCG takes seconds, on a busy host more
 STOP_TIMEOUT_S = 10.0
@@ -117,6 +118,7 @@ class MicroVmRuntime:
         id_shift: int = 0,
         network: NetworkManager | None = None,
         templates: bool = True,
+        warm: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.vms_dir = self.data_dir / "vms"
@@ -133,6 +135,7 @@ class MicroVmRuntime:
         self._verdict: dict[str, object] | None = None
         self.templates = templates
         self._template_lock = asyncio.Lock()
+        self.warm = WarmPool(self.vms_dir, warm if templates else 0, self._make_warm)
 
     # -- assets ---------------------------------------------------------------
 
@@ -177,14 +180,20 @@ class MicroVmRuntime:
             sdir = self._dir(spec.session_id)
             if sdir.exists():
                 raise SessionStartError(f"session {spec.session_id} already exists")
-            sdir.mkdir(mode=0o700)
             started_at_ms = int(time.time() * 1000)
             try:
                 template = await self._template(spec) if self.templates else None
-                if template is not None:
-                    await self._start_from_template(spec, sdir, template)
+                guest = self.warm.take(template) if template is not None else None
+                if guest is not None:
+                    await self._start_warm(spec, sdir, guest)
                 else:
-                    await self._boot(spec, sdir)
+                    sdir.mkdir(mode=0o700)
+                    if template is not None:
+                        await self._start_from_template(spec, sdir, template)
+                    else:
+                        await self._boot(spec, sdir)
+                if template is not None:
+                    self.warm.refill(template)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await self._end(spec.session_id)
@@ -527,9 +536,16 @@ class MicroVmRuntime:
         # The host end first: a guest that found nobody there would drop its
         # channels and poll again (agent/channels.py), a wasted 50 ms.
         await self._attach(session_id)
+        await self._cont_when_loaded(sdir)
+        # No hello first: `restored` itself waits for the agent (a round trip less).
+        await self._after_restore(session_id, spec.hostname)
+        (sdir / "memory.bin").unlink()
+
+    async def _cont_when_loaded(self, sdir: Path) -> None:
+        """Let an incoming VM run once its memory has loaded."""
         qmp = await self._qmp_at(sdir)
         try:
-            while True:  # the incoming migration loads before the VM may run
+            while True:
                 state = await qmp.execute("query-status")
                 if isinstance(state, dict) and state.get("status") != "inmigrate":
                     break
@@ -538,9 +554,72 @@ class MicroVmRuntime:
         finally:
             with contextlib.suppress(Exception):
                 await qmp.disconnect()
-        # No hello first: `restored` itself waits for the agent (a round trip less).
+
+    # -- warm guests (warm.py) ----------------------------------------------------
+
+    async def _make_warm(self, template: Path, wdir: Path) -> WarmGuest:
+        """A guest restored from `template` into `wdir`, running, in a namespace of
+        its own with its tap when networked, its first steps taken (a `restored`
+        and a command: under TCG, code runs slowly the first time)."""
+        wdir.mkdir(mode=0o700)
+        await self._copy_disk(template, wdir)
+        os.link(template / "memory.bin", wdir / "memory.bin")
+        argv = [
+            a.replace(SESSION_DIR, str(wdir))
+            for a in json.loads((template / "qemu.argv.json").read_text())
+        ]
+        (wdir / "qemu.argv.json").write_text(json.dumps(argv))
+        launch = [*argv, "-incoming", f"exec:cat {wdir / 'memory.bin'}"]
+        netns = None
+        if self.network is not None:
+            netns = warm_netns(wdir)
+            await proc.run_async(["ip", "netns", "add", netns])
+            await proc.run_async(
+                ["ip", "netns", "exec", netns, "ip", "tuntap", "add", "dev", TAP, "mode", "tap"]
+            )
+            launch = ["ip", "netns", "exec", netns, *launch]
+        await _daemonize(launch, wdir / "qemu.log")
+        channels = HostChannels(str(wdir / "port.sock"), str(wdir / "agent.sock"))
+        await channels.start()
+        try:
+            await self._cont_when_loaded(wdir)
+            agent = AgentClient(str(wdir / "agent.sock"))
+            await asyncio.wait_for(
+                agent.restored(time.time(), os.urandom(64), "sandbox"), SYNC_TIMEOUT_S
+            )
+            await agent.exec("ember-warm-up", ["/bin/true"])
+            await asyncio.wait_for(agent.wait("ember-warm-up"), SYNC_TIMEOUT_S)
+            (wdir / "memory.bin").unlink()
+            pid = self._pid(wdir)
+            if pid is None:
+                raise EmberRuntimeError(f"the warm guest in {wdir} has no pid file")
+        except BaseException:
+            await channels.close()
+            raise
+        return WarmGuest(wdir, netns, channels, pid)
+
+    async def _start_warm(self, spec: SessionSpec, sdir: Path, guest: WarmGuest) -> None:
+        """Make a warm guest this session's: its directory, namespace, name, address,
+        clock and randomness (the RNG reseeded: all came from one template)."""
+        session_id = spec.session_id
+        os.rename(guest.directory, sdir)  # QEMU's open files and sockets move along
+        argv = json.loads((sdir / "qemu.argv.json").read_text())
+        renamed = [a.replace(str(guest.directory), str(sdir)) for a in argv]
+        (sdir / "qemu.argv.json").write_text(json.dumps(renamed))
+        self._channels[session_id] = guest.channels
+        if guest.netns is not None:
+            try:
+                if self.network is not None and spec.network_policy is not None:
+                    await asyncio.to_thread(
+                        self.network.attach_tap,
+                        session_id,
+                        spec.network_policy,
+                        TAP,
+                        adopt_pid=guest.pid,
+                    )
+            finally:  # the session's name holds the namespace now (or nothing does)
+                await proc.run_async(["ip", "netns", "del", guest.netns], check=False)
         await self._after_restore(session_id, spec.hostname)
-        (sdir / "memory.bin").unlink()
 
     async def fork(self, session_id: str, spec: SessionSpec) -> SessionInfo:
         """A new running session from a paused one: its disk copied, its memory
@@ -756,8 +835,14 @@ class MicroVmRuntime:
         if channels is not None:
             await channels.close()
 
+    def keep_warm(self, size: int) -> None:
+        """Keep `size` warm guests per template in use (warm.py)."""
+        self.warm.close()
+        self.warm = WarmPool(self.vms_dir, size if self.templates else 0, self._make_warm)
+
     def close(self) -> None:
-        """Nothing is kept for future sessions; running VMs outlive emberd."""
+        """End the warm guests kept for future sessions; sessions' VMs outlive emberd."""
+        self.warm.close()
 
     def address(self, session_id: str) -> str | None:
         return self.network.address(session_id) if self.network is not None else None
