@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -62,6 +63,7 @@ from .channels import HostChannels
 from .qemu import VmConfig, acceleration, qemu_argv
 from .warm import WarmGuest, WarmPool, warm_netns
 
+log = logging.getLogger("ember.runtime")
 AGENT_READY_TIMEOUT_S = 180.0  # a cold boot under TCG takes seconds, on a busy host more
 STOP_TIMEOUT_S = 10.0
 QEMU_START_TIMEOUT_S = 60.0
@@ -70,6 +72,7 @@ DEFAULT_USER = "vercel-sandbox"
 DEFAULT_WORKDIR = "/vercel/sandbox"
 TAP = "tap0"  # in the session's own namespace
 SESSION_DIR = "@SESSION_DIR@"  # in a template's saved command line
+TEMPLATE_UNUSED_DAYS = 7
 # Run in a template's guest before it is saved (see _zero_free_memory).
 ZERO_FREE_MEMORY = """
 import mmap, os
@@ -159,7 +162,24 @@ class MicroVmRuntime:
         verdict = acceleration(self.data_dir, self._kernel.vmlinuz, self._initramfs)
         self._accel = str(verdict["accel"])
         self._verdict = verdict
+        self._forget_stale_templates()
         return verdict
+
+    def _forget_stale_templates(self) -> None:
+        """Delete templates no start used for a week (each holds 100 MB or more;
+        keys change with the agent, the image, sizes). A start links the memory
+        file, which sets its change time: that is the last use."""
+        templates = (self.data_dir / "vm").resolve() / "templates"
+        if not templates.is_dir():
+            return
+        cutoff = time.time() - TEMPLATE_UNUSED_DAYS * 86400
+        for directory in templates.iterdir():
+            if directory.name.startswith("."):
+                continue  # being built
+            with contextlib.suppress(OSError):
+                if (directory / "memory.bin").stat().st_ctime < cutoff:
+                    log.info("deleting the microVM template %s, unused for a week", directory)
+                    mounts.remove_tree(str(directory))
 
     def _dir(self, session_id: str) -> Path:
         return self.vms_dir / session_id
