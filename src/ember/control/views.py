@@ -79,7 +79,7 @@ def sandbox_view(
         region=row.region,
         vcpus=row.vcpus,
         memory=row.memory,
-        runtime=session.runtime if session else "container",
+        runtime=row.runtime,  # for its next sessions; each session reports its own
         image=row.image_id,
         timeout=row.timeout_ms,
         network_policy=normalise_network_policy(row.network_policy),

@@ -185,11 +185,10 @@ async def test_runtime_on_update_and_fork(setup: Setup) -> None:
     api = setup.api
     await _create(api, "switch", runtime="container")
     updated = await api.patch("/v2/sandboxes/switch", json={"runtime": "microvm"})
-    assert updated.status_code == 200 and updated.json()["sandbox"]["runtime"] == "container"
-    row = await setup.database.run(
-        lambda db: db.query(models.Sandbox).filter_by(name="switch").one()
-    )
-    assert row.runtime == "microvm"  # for the next session
+    assert updated.status_code == 200 and updated.json()["sandbox"]["runtime"] == "microvm"
+    session_id = updated.json()["sandbox"]["currentSessionId"]
+    current = (await api.get(f"/v2/sandboxes/sessions/{session_id}")).json()["session"]
+    assert current["runtime"] == "container"  # the running session stays as it started
     language = await api.patch("/v2/sandboxes/switch", json={"runtime": "node22"})
     assert language.status_code == 400
     fork = await api.post("/v2/sandboxes/switch/fork", json={"runtime": "container"})
