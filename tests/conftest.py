@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -118,9 +119,11 @@ class TestSession:
         return await self.run(["/bin/sh", "-c", script], **kwargs)
 
 
-@pytest.fixture
-async def start_session(runtime: ContainerRuntime, image: ImageInfo) -> AsyncIterator[object]:
-    """Factory: `await start_session(top_layer=..., resources=...)` -> TestSession."""
+async def session_starter(
+    rt: ContainerRuntime | MicroVmRuntime, image: ImageInfo
+) -> AsyncIterator[Any]:
+    """For fixtures: yields `await start(top_layer=..., resources=..., keep=...)` ->
+    TestSession on `rt`; what it started (unless kept) is discarded afterwards."""
     started: list[str] = []
 
     async def start(
@@ -134,19 +137,27 @@ async def start_session(runtime: ContainerRuntime, image: ImageInfo) -> AsyncIte
             image_id=image.image_id,
             top_layer=top_layer,
             resources=resources or Resources(),
+            runtime=rt.name,
         )
-        await runtime.start(spec)
-        return TestSession(runtime, session_id)
+        await rt.start(spec)
+        return TestSession(rt, session_id)
 
     yield start
     errors = []
     for session_id in started:
-        if session_id in await runtime.sessions():
+        if session_id in await rt.sessions():
             try:
-                await runtime.discard(session_id)
+                await rt.discard(session_id)
             except Exception as exc:  # keep cleaning; report all at the end
                 errors.append(f"{session_id}: {exc!r}")
     assert not errors, errors
+
+
+@pytest.fixture
+async def start_session(runtime: ContainerRuntime, image: ImageInfo) -> AsyncIterator[Any]:
+    """Factory: `await start_session(top_layer=..., resources=...)` -> TestSession."""
+    async for start in session_starter(runtime, image):
+        yield start
 
 
 @pytest.fixture(scope="session")
@@ -171,30 +182,10 @@ def any_runtime(request: pytest.FixtureRequest) -> ContainerRuntime | MicroVmRun
 @pytest.fixture
 async def start_any(
     any_runtime: ContainerRuntime | MicroVmRuntime, image: ImageInfo
-) -> AsyncIterator[object]:
+) -> AsyncIterator[Any]:
     """`start_session` on each runtime in turn."""
-    started: list[str] = []
-
-    async def start(
-        *, top_layer: str | None = None, resources: Resources | None = None, keep: bool = False
-    ) -> TestSession:
-        session_id = f"{RUN_PREFIX}-{uuid.uuid4().hex[:8]}"
-        if not keep:
-            started.append(session_id)
-        spec = SessionSpec(
-            session_id=session_id,
-            image_id=image.image_id,
-            top_layer=top_layer,
-            resources=resources or Resources(),
-            runtime=any_runtime.name,
-        )
-        await any_runtime.start(spec)
-        return TestSession(any_runtime, session_id)
-
-    yield start
-    for session_id in started:
-        if session_id in await any_runtime.sessions():
-            await any_runtime.discard(session_id)
+    async for start in session_starter(any_runtime, image):
+        yield start
 
 
 @pytest.fixture

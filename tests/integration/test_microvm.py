@@ -21,33 +21,15 @@ from ember.runtime import Resources, SessionSpec, SessionStatus
 from ember.runtime.container import default_id_shift
 from ember.runtime.microvm import MicroVmRuntime
 
-from ..conftest import DATA_DIR, RUN_PREFIX, TestSession
+from ..conftest import DATA_DIR, RUN_PREFIX, TestSession, session_starter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def start_vm(vm_runtime: MicroVmRuntime, image: ImageInfo) -> AsyncIterator[Any]:
-    started: list[str] = []
-
-    async def start(
-        *, top_layer: str | None = None, resources: Resources | None = None
-    ) -> TestSession:
-        session_id = f"{RUN_PREFIX}-vm-{uuid.uuid4().hex[:6]}"
-        started.append(session_id)
-        spec = SessionSpec(
-            session_id,
-            image.image_id,
-            top_layer=top_layer,
-            resources=resources or Resources(vcpus=1),
-        )
-        await vm_runtime.start(spec)
-        return TestSession(vm_runtime, session_id)
-
-    yield start
-    for session_id in started:
-        if session_id in await vm_runtime.sessions():
-            await vm_runtime.discard(session_id)
+    async for start in session_starter(vm_runtime, image):
+        yield start
 
 
 async def test_a_guest_runs_its_own_kernel_and_sees_nothing_of_the_host(start_vm: Any) -> None:

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
+from ember.control import ControlPlane
 from ember.control.states import PAUSED, raise_unless_running
 from ember.control.views import command_view, routes, sandbox_view, session_view, snapshot_view
+from ember.store import models
 from ember.wire import errors
 from ember.wire.base import RequestModel
 from ember.wire.command import (
@@ -114,17 +116,18 @@ async def stop_session(session_id: str, control: Plane, caller: Caller) -> StopR
 @router.post(SESSION + "/pause", response_model=PauseResponse)
 async def pause_session(session_id: str, control: Plane, caller: Caller) -> PauseResponse:
     """Ember: save a running microVM session's memory and end its processes."""
-    session, sandbox = await control.pauses.pause(caller, session_id)
-    return PauseResponse(
-        session=session_view(session, sandbox.name),
-        sandbox=sandbox_view(sandbox, session, control.settings),
-    )
+    return _paused_or_resumed(control, *await control.pauses.pause(caller, session_id))
 
 
 @router.post(SESSION + "/resume", response_model=PauseResponse)
 async def resume_session(session_id: str, control: Plane, caller: Caller) -> PauseResponse:
     """Ember: run a paused session again, as it was when it paused."""
-    session, sandbox = await control.pauses.resume(caller, session_id)
+    return _paused_or_resumed(control, *await control.pauses.resume(caller, session_id))
+
+
+def _paused_or_resumed(
+    control: ControlPlane, session: models.Session, sandbox: models.Sandbox
+) -> PauseResponse:
     return PauseResponse(
         session=session_view(session, sandbox.name),
         sandbox=sandbox_view(sandbox, session, control.settings),
