@@ -64,7 +64,12 @@ class Pauses:
         try:
             await self.plane.runtime.pause(session_id)
         except EmberRuntimeError as exc:
-            if (await self.plane.runtime.info(session_id)).status is SessionStatus.RUNNING:
+            running = False
+            with contextlib.suppress(EmberRuntimeError):
+                running = (
+                    await self.plane.runtime.info(session_id)
+                ).status is SessionStatus.RUNNING
+            if running:
                 await self.plane.set_status(session_id, "running")
                 raise errors.RuntimeFailureError(f"the session could not pause: {exc}") from exc
             log.exception("session %s: pausing failed and it no longer runs", session_id)

@@ -31,7 +31,7 @@ from typing import Any
 
 import ember.agent
 from ember.image import ImageStore
-from ember.network import NetworkManager
+from ember.network import NetworkError, NetworkManager
 from ember.network.trust import TRUST_ENV
 from ember.snapshots import LayerStore
 
@@ -223,7 +223,9 @@ class ContainerRuntime:
                 with contextlib.suppress(Exception):
                     await self._teardown(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
-                if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
+                if isinstance(
+                    exc, (proc.ProcessError, OSError, AgentUnavailableError, NetworkError)
+                ):
                     raise SessionStartError(
                         f"session {spec.session_id} failed to start: {exc}"
                     ) from exc

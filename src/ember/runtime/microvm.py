@@ -42,7 +42,7 @@ from ember.image import ImageStore
 from ember.image.initramfs import build_initramfs
 from ember.image.kernel import GuestAssetError, GuestKernel, fetch_busybox, fetch_kernel
 from ember.image.vmdisk import root_disk
-from ember.network import NetworkManager
+from ember.network import NetworkError, NetworkManager
 from ember.snapshots import LayerStore
 
 from . import mounts, proc
@@ -61,7 +61,7 @@ from .base import (
 )
 from .channels import HostChannels
 from .qemu import VmConfig, acceleration, qemu_argv
-from .warm import WarmGuest, WarmPool, warm_netns
+from .warm import WarmGuest, WarmPool, end_guest_files, warm_netns
 
 log = logging.getLogger("ember.runtime")
 AGENT_READY_TIMEOUT_S = 180.0  # a cold boot under TCG takes seconds, on a busy host more
@@ -204,6 +204,10 @@ class MicroVmRuntime:
             try:
                 template = await self._template(spec) if self.templates else None
                 guest = self.warm.take(template) if template is not None else None
+                while guest is not None and not proc.pid_alive(guest.pid):  # died waiting
+                    await guest.channels.close()
+                    await asyncio.to_thread(end_guest_files, guest.directory)
+                    guest = self.warm.take(template) if template is not None else None
                 if guest is not None:
                     await self._start_warm(spec, sdir, guest)
                 else:
@@ -218,7 +222,9 @@ class MicroVmRuntime:
                 with contextlib.suppress(Exception):
                     await self._end(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
-                if isinstance(exc, (proc.ProcessError, OSError, AgentUnavailableError)):
+                if isinstance(
+                    exc, (proc.ProcessError, OSError, AgentUnavailableError, NetworkError)
+                ):
                     raise SessionStartError(
                         f"microVM session {spec.session_id} failed to start: {exc}"
                     ) from exc
@@ -488,7 +494,12 @@ class MicroVmRuntime:
             # What the guest wrote so far reaches its disk, as on a stop: a paused
             # session that is stopped instead of resumed keeps it.
             await self._sync_guest(session_id)
-            await self._save_memory(sdir)
+            try:
+                await self._save_memory(sdir)
+            except EmberRuntimeError:
+                raise
+            except Exception as exc:  # QMP or the file: the VM runs on (or died)
+                raise EmberRuntimeError(f"saving the memory of {session_id} failed: {exc}") from exc
             await self._end(session_id)
             (sdir / "paused").touch()
 
@@ -498,17 +509,22 @@ class MicroVmRuntime:
         qmp = await self._qmp_at(sdir)
         try:
             await qmp.execute("stop")
-            # QEMU 7.2 migrates to a file through a command; `file:` came later.
-            await qmp.execute("migrate", {"uri": f"exec:cat > {staged}"})
-            while True:
-                state = await qmp.execute("query-migrate")
-                status = state.get("status") if isinstance(state, dict) else None
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled"):
-                    await qmp.execute("cont")
-                    raise EmberRuntimeError(f"saving the memory of {sdir.name} {status}")
-                await asyncio.sleep(0.01)
+            try:
+                # QEMU 7.2 migrates to a file through a command; `file:` came later.
+                await qmp.execute("migrate", {"uri": f"exec:cat > {staged}"})
+                while True:
+                    state = await qmp.execute("query-migrate")
+                    status = state.get("status") if isinstance(state, dict) else None
+                    if status == "completed":
+                        break
+                    if status in ("failed", "cancelled"):
+                        raise EmberRuntimeError(f"saving the memory of {sdir.name} {status}")
+                    await asyncio.sleep(0.01)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the session runs on, unsaved
+                    await asyncio.wait_for(qmp.execute("cont"), 2)
+                staged.unlink(missing_ok=True)
+                raise
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(qmp.execute("quit"), 2)
         finally:
@@ -537,8 +553,10 @@ class MicroVmRuntime:
             argv = json.loads((sdir / "qemu.argv.json").read_text())
             try:
                 await self._restore(spec, sdir, argv)
-            except BaseException:
+            except BaseException as exc:
                 await self._end(session_id)  # still paused: memory.bin stays
+                if isinstance(exc, Exception) and not isinstance(exc, EmberRuntimeError):
+                    raise EmberRuntimeError(f"resuming {session_id} failed: {exc}") from exc
                 raise
             (sdir / "paused").unlink()
             info = dataclasses.replace(info, spec=spec, status=SessionStatus.RUNNING)
