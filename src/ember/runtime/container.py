@@ -31,7 +31,7 @@ from typing import Any
 
 import ember.agent
 from ember.image import ImageStore
-from ember.network import NetworkError, NetworkManager
+from ember.network import NetworkManager
 from ember.network.trust import TRUST_ENV
 from ember.snapshots import LayerStore
 
@@ -52,6 +52,7 @@ from .base import (
     info_to_json,
 )
 from .disk_pool import DiskPool
+from .failures import start_error
 
 CONTAINER_PREFIX = "ember-"
 CGROUP_PARENT = "/ember"
@@ -223,12 +224,9 @@ class ContainerRuntime:
                 with contextlib.suppress(Exception):
                     await self._teardown(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
-                if isinstance(
-                    exc, (proc.ProcessError, OSError, AgentUnavailableError, NetworkError)
-                ):
-                    raise SessionStartError(
-                        f"session {spec.session_id} failed to start: {exc}"
-                    ) from exc
+                failure = start_error(exc, f"session {spec.session_id}")
+                if failure is not None:
+                    raise failure from exc
                 raise
             info = SessionInfo(
                 spec.session_id,

@@ -42,7 +42,7 @@ from ember.image import ImageStore
 from ember.image.initramfs import build_initramfs
 from ember.image.kernel import GuestAssetError, GuestKernel, fetch_busybox, fetch_kernel
 from ember.image.vmdisk import root_disk
-from ember.network import NetworkError, NetworkManager
+from ember.network import NetworkManager
 from ember.snapshots import LayerStore
 
 from . import mounts, proc
@@ -60,6 +60,7 @@ from .base import (
     info_to_json,
 )
 from .channels import HostChannels
+from .failures import start_error
 from .qemu import VmConfig, acceleration, qemu_argv
 from .warm import WarmGuest, WarmPool, end_guest_files, warm_netns
 
@@ -88,6 +89,17 @@ held = []
 while meminfo("MemFree:") > keep:
     held.append(mmap.mmap(-1, 16 << 20, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
 """
+
+
+def _in_namespace(netns: str | None, argv: list[str]) -> list[str]:
+    """`argv` run inside the named network namespace `netns` (if any)."""
+    return ["ip", "netns", "exec", netns, *argv] if netns is not None else argv
+
+
+async def _namespace_with_tap(netns: str) -> None:
+    """A named network namespace holding the tap device QEMU opens inside it."""
+    await proc.run_async(["ip", "netns", "add", netns])
+    await proc.run_async(_in_namespace(netns, ["ip", "tuntap", "add", "dev", TAP, "mode", "tap"]))
 
 
 async def _daemonize(argv: list[str], log_path: Path) -> None:
@@ -222,12 +234,9 @@ class MicroVmRuntime:
                 with contextlib.suppress(Exception):
                     await self._end(spec.session_id)
                     await asyncio.to_thread(mounts.remove_tree, str(sdir))
-                if isinstance(
-                    exc, (proc.ProcessError, OSError, AgentUnavailableError, NetworkError)
-                ):
-                    raise SessionStartError(
-                        f"microVM session {spec.session_id} failed to start: {exc}"
-                    ) from exc
+                failure = start_error(exc, f"microVM session {spec.session_id}")
+                if failure is not None:
+                    raise failure from exc
                 if isinstance(exc, GuestAssetError):
                     raise SessionStartError(str(exc)) from exc
                 raise
@@ -261,9 +270,7 @@ class MicroVmRuntime:
         if incoming:
             argv = [*argv, "-incoming", f"exec:cat {sdir / 'memory.bin'}"]
         netns = self.network.netns(session_id) if self.network is not None else None
-        if netns is not None:
-            argv = ["ip", "netns", "exec", netns, *argv]
-        await _daemonize(argv, sdir / "qemu.log")
+        await _daemonize(_in_namespace(netns, argv), sdir / "qemu.log")
 
     # -- templates: a booted guest per image and size, restored instead of booting
 
@@ -313,16 +320,9 @@ class MicroVmRuntime:
             config = await asyncio.to_thread(self._prepare, staging, template_spec)
             argv = qemu_argv(config)
             if netns is not None:
-                await proc.run_async(["ip", "netns", "add", netns])
-                await proc.run_async(
-                    ["ip", "netns", "exec", netns, "ip", "tuntap", "add", "dev", TAP, "mode", "tap"]
-                )
-                config = dataclasses.replace(config, tap=TAP)
-                argv = qemu_argv(config)
-                launch = ["ip", "netns", "exec", netns, *argv]
-            else:
-                launch = argv
-            await _daemonize(launch, staging / "qemu.log")
+                await _namespace_with_tap(netns)
+                argv = qemu_argv(dataclasses.replace(config, tap=TAP))
+            await _daemonize(_in_namespace(netns, argv), staging / "qemu.log")
             channels = HostChannels(str(staging / "port.sock"), str(staging / "agent.sock"))
             await channels.start()
             await self._wait_for_agent(staging)
@@ -368,14 +368,19 @@ class MicroVmRuntime:
 
     async def _start_from_template(self, spec: SessionSpec, sdir: Path, template: Path) -> None:
         """Restore a copy of the template, then give it this session's details."""
-        await self._copy_disk(template, sdir)
-        os.link(template / "memory.bin", sdir / "memory.bin")  # read only, by the restore
+        await self._restore(spec, sdir, await self._copy_template(template, sdir))
+
+    async def _copy_template(self, template: Path, directory: Path) -> list[str]:
+        """The template's disk overlay (copied), memory file (a hard link: the
+        restore only reads it) and command line, for a guest in `directory`."""
+        await self._copy_disk(template, directory)
+        os.link(template / "memory.bin", directory / "memory.bin")
         argv = [
-            a.replace(SESSION_DIR, str(sdir))
+            a.replace(SESSION_DIR, str(directory))
             for a in json.loads((template / "qemu.argv.json").read_text())
         ]
-        (sdir / "qemu.argv.json").write_text(json.dumps(argv))
-        await self._restore(spec, sdir, argv)
+        (directory / "qemu.argv.json").write_text(json.dumps(argv))
+        return argv
 
     @staticmethod
     async def _copy_disk(source: Path, target: Path) -> None:
@@ -600,23 +605,13 @@ class MicroVmRuntime:
         its own with its tap when networked, its first steps taken (a `restored`
         and a command: under TCG, code runs slowly the first time)."""
         wdir.mkdir(mode=0o700)
-        await self._copy_disk(template, wdir)
-        os.link(template / "memory.bin", wdir / "memory.bin")
-        argv = [
-            a.replace(SESSION_DIR, str(wdir))
-            for a in json.loads((template / "qemu.argv.json").read_text())
-        ]
-        (wdir / "qemu.argv.json").write_text(json.dumps(argv))
-        launch = [*argv, "-incoming", f"exec:cat {wdir / 'memory.bin'}"]
+        argv = await self._copy_template(template, wdir)
         netns = None
         if self.network is not None:
             netns = warm_netns(wdir)
-            await proc.run_async(["ip", "netns", "add", netns])
-            await proc.run_async(
-                ["ip", "netns", "exec", netns, "ip", "tuntap", "add", "dev", TAP, "mode", "tap"]
-            )
-            launch = ["ip", "netns", "exec", netns, *launch]
-        await _daemonize(launch, wdir / "qemu.log")
+            await _namespace_with_tap(netns)
+        launch = [*argv, "-incoming", f"exec:cat {wdir / 'memory.bin'}"]
+        await _daemonize(_in_namespace(netns, launch), wdir / "qemu.log")
         channels = HostChannels(str(wdir / "port.sock"), str(wdir / "agent.sock"))
         await channels.start()
         try:
